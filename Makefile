@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (train, sample, pictures) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN ?= runs/demo
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU torch first, so nothing below pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet "torch>=2.3"
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/gaussdiff train --data moons --out $(RUN) --time-budget 120 --threads 2 --overwrite
+	$(BIN)/gaussdiff sample $(RUN) -n 5000 --out $(RUN)/samples.npy
+	$(BIN)/gaussdiff plot $(RUN)
+	@echo "pictures in $(RUN)/pictures/"
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,13 @@
+"""Errors the command line reports as one line on stderr with exit code 2 (never a traceback)."""
+
+
+class GaussdiffError(Exception):
+    """Base of the errors a user can act on."""
+
+
+class InputError(GaussdiffError, ValueError):
+    """A user-caused problem (bad value, file, shape), with a message that names it and what is accepted."""
+
+
+class TrainingError(GaussdiffError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""

@@ -1,0 +1,44 @@
+"""A residual MLP denoiser for vector data (2-D points, table rows)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .embedding import SinusoidalEmbedding
+
+
+class ResidualBlock(nn.Module):
+    """h + W_2 silu(W_1 silu(LN(h)) + W_e emb): the time enters every block."""
+
+    def __init__(self, width: int, emb_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.emb = nn.Linear(emb_dim, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        z = self.fc1(nn.functional.silu(self.norm(h))) + self.emb(emb)
+        return h + self.fc2(nn.functional.silu(z))
+
+
+class MLP(nn.Module):
+    """forward(x_t (B, D), t (B,), cond=None) -> (B, D): the eps, x_0 or v prediction."""
+
+    def __init__(self, dim: int, num_train_timesteps: int, width: int = 256, depth: int = 3, emb_dim: int = 128):
+        super().__init__()
+        self.config = dict(kind="mlp", dim=dim, num_train_timesteps=num_train_timesteps, width=width, depth=depth,
+                           emb_dim=emb_dim)
+        self.time = nn.Sequential(SinusoidalEmbedding(emb_dim, num_train_timesteps), nn.Linear(emb_dim, emb_dim),
+                                  nn.SiLU())
+        self.inp = nn.Linear(dim, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width, emb_dim) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        emb = self.time(t)
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(h)

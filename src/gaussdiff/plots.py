@@ -1,0 +1,218 @@
+"""Pictures: model samples over data, the forward/backward chain strip, loss and metric curves.
+
+Every function takes numpy arrays (or torch tensors) and a destination path, writes a PNG
+atomically (a temporary file in the same folder, then ``os.replace``), closes its figure and
+returns the path. Inputs are checked before anything is drawn; a wrong shape raises
+:class:`~gaussdiff.errors.InputError` and leaves any file already at the path untouched.
+Points that are not finite (a diverged sampler) are left out and counted in the panel's title.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .atomic import write_atomically
+from .errors import InputError  # noqa: E402
+
+DPI = 120
+PANEL_INCHES = 2.6
+DATA_COLOR, MODEL_COLOR, LR_COLOR = "#4c72b0", "#dd8452", "#55a868"
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+def _array(x, name: str) -> np.ndarray:
+    """`x` (numpy array, torch tensor on any device, or sequence) as a float64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name} must be an array of numbers ({e})") from None
+
+
+def _points(x, name: str) -> np.ndarray:
+    """`x` checked to be an (N, D) point cloud with N >= 1 and D >= 2."""
+    a = _array(x, name)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 2:
+        raise InputError(f"{name} must have shape (N, D) with N >= 1 and D >= 2, "
+                         f"got shape {a.shape}")
+    return a
+
+
+def _vector(x, name: str, n: int | None = None) -> np.ndarray:
+    """`x` checked to be a non-empty 1-D array, of length `n` when given."""
+    a = _array(x, name)
+    if a.ndim != 1 or a.size == 0 or (n is not None and a.size != n):
+        want = "a non-empty 1-D array" if n is None else f"a 1-D array of length {n}"
+        raise InputError(f"{name} must be {want}, got shape {a.shape}")
+    return a
+
+
+def _dims_note(d: int) -> str:
+    """The title suffix saying that only the first two of `d` dimensions are drawn."""
+    return f"  (first 2 of {d} dims)" if d > 2 else ""
+
+
+# --- drawing helpers -----------------------------------------------------------------------------
+
+def _limits(clouds: list[np.ndarray]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Square (xlim, ylim) holding 99.8% of every cloud's first two coordinates, padded."""
+    xy = np.concatenate([c[:, :2] for c in clouds])
+    xy = xy[np.isfinite(xy).all(axis=1)]
+    if len(xy) == 0:
+        return (-3.5, 3.5), (-3.5, 3.5)
+    lo, hi = np.quantile(xy, [0.001, 0.999], axis=0)
+    center, half = (lo + hi) / 2, max((hi - lo).max() / 2, 1e-6) * 1.08
+    return (center[0] - half, center[0] + half), (center[1] - half, center[1] + half)
+
+
+def _scatter(ax, pts: np.ndarray, color: str, lims, label=None) -> str:
+    """Draw the finite rows of `pts` on a square window; return a note on the rows left out."""
+    ok = np.isfinite(pts[:, :2]).all(axis=1)
+    size = float(np.clip(3000 / max(ok.sum(), 1), 0.5, 12))
+    ax.scatter(pts[ok, 0], pts[ok, 1], s=size, c=color, alpha=0.5, linewidths=0,
+               rasterized=True, label=label)
+    ax.set_xlim(lims[0])
+    ax.set_ylim(lims[1])
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.25)
+    return f"\n({(~ok).sum()} non-finite not shown)" if not ok.all() else ""
+
+
+def _figure(nrows: int, ncols: int, width: float, height: float, **kwargs):
+    """A figure and its axes under a constrained layout with room for titles."""
+    return plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False,
+                        layout=ConstrainedLayoutEngine(h_pad=0.08, w_pad=0.06), **kwargs)
+
+
+def _save(fig, path) -> Path:
+    """Write `fig` as a PNG at `path` atomically, close it, and return the path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda f: fig.savefig(f, dpi=DPI, format="png", bbox_inches="tight",
+                                                     pad_inches=0.12))
+    finally:
+        plt.close(fig)
+    return path
+
+
+# --- pictures ------------------------------------------------------------------------------------
+
+def samples_over_data(samples, data, path, title=None, overlay=False) -> Path:
+    """Data and model samples (N, D) side by side on the same square window (+ an overlay)."""
+    s, d = _points(samples, "samples"), _points(data, "data")
+    if s.shape[1] != d.shape[1]:
+        raise InputError(f"samples and data must have the same dimension, "
+                         f"got {s.shape[1]} and {d.shape[1]}")
+    lims = _limits([s, d])
+    ncols = 3 if overlay else 2
+    fig, [axes] = _figure(1, ncols, ncols * 3.6, 3.9, sharex=True, sharey=True)
+    axes[0].set_title(f"data (n = {len(d)})" + _scatter(axes[0], d, DATA_COLOR, lims))
+    axes[1].set_title(f"model samples (n = {len(s)})" + _scatter(axes[1], s, MODEL_COLOR, lims))
+    if overlay:
+        _scatter(axes[2], d, DATA_COLOR, lims, label="data")
+        _scatter(axes[2], s, MODEL_COLOR, lims, label="samples")
+        axes[2].set_title("overlay")
+        axes[2].legend(loc="upper right", markerscale=4, fontsize="small")
+    fig.suptitle((title or "model samples over data") + _dims_note(d.shape[1]))
+    return _save(fig, path)
+
+
+def _states(states, name: str, T: float) -> list[tuple[float, np.ndarray]]:
+    """A list of (t, points) pairs checked: scalar t in [0, T] and each points an (N, D) cloud."""
+    out = []
+    for i, item in enumerate(states):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise InputError(f"{name}[{i}] must be a pair (t, points (N, D)), got {item!r:.60}")
+        t = _array(item[0], f"{name}[{i}] t")
+        if t.ndim != 0 or not 0 <= t <= T:
+            raise InputError(f"{name}[{i}] has t = {t}, expected a number in [0, T = {T:g}]")
+        out.append((float(t), _points(item[1], f"{name}[{i}] points")))
+    return out
+
+
+def chain_strip(forward, backward, T, path) -> Path:
+    """Forward marginals q(x_t) (data -> noise) above the sampler's states (noise -> data)."""
+    T = float(T)
+    fwd = sorted(_states(forward, "forward", T), key=lambda p: p[0])
+    bwd = sorted(_states(backward, "backward", T), key=lambda p: -p[0])
+    rows = [r for r in [("forward  $q(x_t \\mid x_0)$", DATA_COLOR, fwd),
+                        ("backward  $p_\\theta$", MODEL_COLOR, bwd)] if r[2]]
+    if not rows:
+        raise InputError("chain_strip needs at least one (t, points) state, got none")
+    clouds = [pts for _, pts in fwd + bwd]
+    lims, ncols = _limits(clouds), max(len(states) for *_, states in rows)
+    fig, axes = _figure(len(rows), ncols, ncols * PANEL_INCHES, len(rows) * PANEL_INCHES + 0.5,
+                        sharex=True, sharey=True)
+    for axrow, (label, color, states) in zip(axes, rows):
+        for ax in axrow[len(states):]:
+            ax.set_visible(False)
+        for ax, (t, pts) in zip(axrow, states):
+            name = "data" if t == 0 and states is fwd else f"t = {t:g}"
+            ax.set_title(name + _scatter(ax, pts, color, lims), fontsize="medium")
+            ax.label_outer()
+        axrow[0].set_ylabel(label, fontsize="large")
+    fig.suptitle(f"diffusion chain over T = {T:g} steps" + _dims_note(clouds[0].shape[1]))
+    return _save(fig, path)
+
+
+def _ema(y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Bias-corrected exponential moving average of `y` over a span of ~2% of its length."""
+    span = max(1, len(y) // 50)
+    beta = 1 - 1 / span
+    acc, weight, out = 0.0, 0.0, np.empty_like(y)
+    for i, v in enumerate(y):
+        acc, weight = beta * acc + (1 - beta) * v, beta * weight + (1 - beta)
+        out[i] = acc / weight
+    return out, span
+
+
+def loss_curve(steps, losses, path, lrs=None) -> Path:
+    """Training loss against step (raw and smoothed, log y when positive), lr on a twin axis."""
+    x = _vector(steps, "steps")
+    y = _vector(losses, "losses", len(x))
+    lr = None if lrs is None else _vector(lrs, "lrs", len(x))
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        raise InputError("losses has no finite value to plot")
+    smooth, span = _ema(y[ok])
+    fig, [[ax]] = _figure(1, 1, 7, 4)
+    ax.plot(x[ok], y[ok], color=DATA_COLOR, alpha=0.3, lw=0.8, label="loss")
+    ax.plot(x[ok], smooth, color=DATA_COLOR, lw=2, label=f"EMA (span {span})")
+    ax.set_yscale("log" if (y[ok] > 0).all() else "linear")
+    ax.set(xlabel="step", ylabel="loss", title="training loss")
+    ax.grid(alpha=0.25, which="both")
+    handles = list(ax.get_lines())
+    if lr is not None:
+        ax2 = ax.twinx()
+        handles += ax2.plot(x, lr, color=LR_COLOR, lw=1.2, ls="--", label="learning rate")
+        ax2.set_ylabel("learning rate", color=LR_COLOR)
+        ax2.tick_params(axis="y", colors=LR_COLOR)
+    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    return _save(fig, path)
+
+
+def metric_curves(x, series, path, xlabel, ylabel, logy=False, logx=False, title=None) -> Path:
+    """One line per named series of y against the shared x (e.g. distance vs NFE)."""
+    xs = _vector(x, "x")
+    if not series:
+        raise InputError("series must name at least one curve, got none")
+    ys = {name: _vector(y, f"series[{name!r}]", len(xs)) for name, y in series.items()}
+    fig, [[ax]] = _figure(1, 1, 6, 4)
+    for name, y in ys.items():
+        ax.plot(xs, y, marker="o", ms=3.5, lw=1.5, label=str(name))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or f"{ylabel} vs {xlabel}",
+           xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+    ax.grid(alpha=0.25, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)

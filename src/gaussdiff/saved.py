@@ -1,0 +1,144 @@
+"""A saved model: network + schedule + parameterization + data transform, as a folder of
+``config.json`` and ``model.safetensors`` (the EMA weights; ``online.safetensors`` holds the raw ones).
+
+Nothing is ever unpickled: weights are safetensors, the config is JSON and carries a version.
+A run folder holds its exported model in ``RUN/model``; :func:`find_model_dir` accepts either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .data import Standardize
+from .errors import InputError
+from .nets import build_network
+from .param import Denoiser, as_denoiser, check_prediction_type
+from .schedule import NoiseSchedule, schedule_from_config
+
+FORMAT = "gaussdiff-model"
+FORMAT_VERSION = 1
+WEIGHT_FILES = {"ema": "model.safetensors", "online": "online.safetensors"}
+
+
+@dataclass
+class SavedModel:
+    network: nn.Module
+    schedule: NoiseSchedule
+    prediction_type: str
+    transform: Standardize
+    data_name: str
+
+    def denoiser(self) -> Denoiser:
+        return as_denoiser(self.network, self.schedule, self.prediction_type)
+
+    def config(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "gaussdiff_version": __version__,
+            "network": self.network.config,
+            "scheduler": self.schedule.config,
+            "prediction_type": self.prediction_type,
+            "data": {"name": self.data_name, "transform": self.transform.to_dict()},
+        }
+
+    def save(self, folder, online: nn.Module | None = None) -> Path:
+        """Write the folder whole into a temporary sibling, then swap it in (never half-written)."""
+        folder = Path(folder)
+        if not folder.parent.is_dir():
+            raise InputError(f"cannot save a model into {folder}: {folder.parent} is not a directory")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        (tmp / "config.json").write_text(json.dumps(self.config(), indent=2))
+        save_file(_state(self.network), tmp / WEIGHT_FILES["ema"])
+        if online is not None:
+            save_file(_state(online), tmp / WEIGHT_FILES["online"])
+        _swap_in(tmp, folder)
+        return folder
+
+
+def _state(module: nn.Module) -> dict:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by the complete ``tmp``: the old one is moved aside, then removed."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        os.replace(folder, old / folder.name)
+    os.replace(tmp, folder)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def find_model_dir(path) -> Path:
+    """A model folder, or a run folder holding one in ``model/``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    for candidate in (path / "model", path):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise InputError(f"{path} is neither a gaussdiff run folder nor a model folder (no config.json or model/config.json)")
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{folder / 'config.json'} is not readable JSON: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise InputError(f"{folder / 'config.json'} is not a gaussdiff model config")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{folder} has model format version {config.get('format_version')!r}; "
+                         f"this gaussdiff reads version {FORMAT_VERSION}")
+    return config
+
+
+def load_model(path, weights: str = "ema") -> SavedModel:
+    """Load a run or model folder; every mismatch between config and weights is an InputError."""
+    if weights not in WEIGHT_FILES:
+        raise InputError(f"unknown weights {weights!r}; known: {', '.join(WEIGHT_FILES)}")
+    folder = find_model_dir(path)
+    config = read_config(folder)
+    try:
+        network = build_network(config["network"])
+        schedule = schedule_from_config(config["scheduler"])
+        prediction_type = check_prediction_type(config["prediction_type"])
+        transform = Standardize.from_dict(config["data"]["transform"])
+        data_name = str(config["data"]["name"])
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{folder / 'config.json'} lacks or mistypes field {e}") from None
+    _load_weights(network, folder / WEIGHT_FILES[weights])
+    if network.config["dim"] != transform.dim:
+        raise InputError(f"{folder}: network dimension {network.config['dim']} != data dimension {transform.dim}")
+    network.eval().requires_grad_(False)
+    return SavedModel(network, schedule, prediction_type, transform, data_name)
+
+
+def _load_weights(network: nn.Module, file: Path) -> None:
+    if not file.is_file():
+        raise InputError(f"{file} is missing")
+    try:
+        state = load_file(file)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"{file} is not a readable safetensors file: {e}") from None
+    expected = network.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        detail = "; ".join(f"{name}: {', '.join(keys[:3])}" for name, keys in
+                           (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)
+        raise InputError(f"{file} does not match the network in config.json ({detail})")
+    network.load_state_dict(state)
