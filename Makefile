@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` (train, sample, pictures) and `make test`.
+# The two commands of the README: `make demo` (train, pictures, sample) and `make test`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN ?= runs/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,13 +13,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet "torch>=2.3"
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/gaussdiff train --data moons --out $(RUN) --time-budget 120 --threads 2 --overwrite
 	$(BIN)/gaussdiff sample $(RUN) -n 5000 --out $(RUN)/samples.npy
-	$(BIN)/gaussdiff plot $(RUN)
 	@echo "pictures in $(RUN)/pictures/"
 
 test: $(VENV)/.installed
