@@ -18,7 +18,7 @@ TRAIN_HELP = {
     "out": "run folder to create",
     "n_data": "points drawn from a built-in data set",
     "seed": "seed of data, initialisation, t and noise",
-    "steps": "training step budget",
+    "steps": "training step budget (5000 when no budget is given)",
     "time_budget": "training wall-time budget in seconds (with --steps, whichever ends first)",
     "batch_size": "minibatch size",
     "lr": "peak learning rate of AdamW",
@@ -35,11 +35,20 @@ TRAIN_HELP = {
     "width": "MLP width",
     "depth": "number of residual MLP blocks",
     "emb_dim": "size of the time embedding",
-    "threads": "torch CPU threads (default: torch's choice)",
+    "threads": "torch CPU threads (default: all cores)",
     "log_every": "steps between lines of metrics.jsonl",
     "checkpoint_every": "steps between checkpoints",
     "keep_checkpoints": "checkpoints kept",
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show (None or a required option)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str}
@@ -47,7 +56,7 @@ FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": fl
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model and write a run folder",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     for f in dataclasses.fields(TrainConfig):
         kind = FIELD_TYPES[str(f.type)]
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=TRAIN_HELP[f.name])
@@ -57,7 +66,7 @@ def _add_train(sub) -> None:
 
 def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="draw samples from a trained model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("run", help="run folder or model folder")
     p.add_argument("-n", "--num-samples", type=int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="output file, .npy or .csv, in the data's own units")
@@ -68,11 +77,11 @@ def _add_sample(sub) -> None:
     p.add_argument("--weights", default="ema", help="ema or online")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--batch-size", type=int, default=10_000, help="samples drawn at once")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="draw the pictures of a run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("plot", help="draw the pictures of a run", formatter_class=HelpFormatter)
     p.add_argument("run", help="run folder or model folder")
     p.add_argument("-n", "--num-samples", type=int, default=2000, help="points per picture")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -112,6 +121,7 @@ def cmd_sample(args) -> None:
     from .saved import load_model
 
     _positive("-n/--num-samples", args.num_samples)
+    _positive("--steps", args.steps)  # generate() reads steps=0 as "use T"
     _positive("--batch-size", args.batch_size)
     _positive("--threads", args.threads)
     out = check_output_path(args.out)
@@ -124,7 +134,7 @@ def cmd_sample(args) -> None:
         size = min(args.batch_size, args.num_samples - start)
         chunks.append(generate(model.denoiser(), (size, model.transform.dim), model.schedule, sampler=args.sampler,
                                steps=args.steps, spacing=args.spacing, generator=generator, variance=args.variance))
-    save_array(out, model.transform.inverse(torch.cat(chunks)))
+    save_array(out, model.transform.inverse(torch.cat(chunks).double()))  # float64: large offsets keep their digits
     print(f"wrote {args.num_samples} samples to {out}")
 
 

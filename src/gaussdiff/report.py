@@ -41,7 +41,7 @@ def held_out_data(model: SavedModel, n: int, seed: int) -> torch.Tensor:
     """Up to n points of the model's data set, in model units (a built-in one drawn afresh)."""
     x, fitted, _ = load_dataset(model.data_name, n, seed)
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
-    return model.transform.forward(fitted.inverse(x))
+    return model.transform.forward(fitted.inverse(x.double())).float()  # float64 between units: large offsets
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -61,6 +61,10 @@ def make_pictures(run, n: int = 2000, seed: int = 0, out=None) -> list[Path]:
     if model.transform.dim < 2:
         raise InputError("pictures are drawn for data of 2 or more dimensions (the first two are shown)")
     out = Path(out) if out else run / "pictures"
+    try:  # fail before the sampling, with one line, if the pictures cannot go there
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot use {out} as the picture folder: {e.strerror or e}") from None
     generator = torch.Generator().manual_seed(seed)
     data = held_out_data(model, n, seed + 1)
     T = model.schedule.T
@@ -68,7 +72,8 @@ def make_pictures(run, n: int = 2000, seed: int = 0, out=None) -> list[Path]:
     backward = backward_states(model, n, times, generator)
     forward = [(t, q_sample(data, torch.tensor(t), model.schedule, torch.randn(data.shape, generator=generator)))
                for t in times]
-    paths = [plots.samples_over_data(model.transform.inverse(backward[-1][1]), model.transform.inverse(data),
+    samples, data_user = model.transform.inverse(backward[-1][1].double()), model.transform.inverse(data.double())
+    paths = [plots.samples_over_data(samples, data_user,
                                      out / "samples.png", title=f"{model.data_name}: data and model samples"),
              plots.chain_strip(forward, backward, T, out / "chain.png")]
     metrics = read_metrics(run)

@@ -59,11 +59,19 @@ class SavedModel:
         if not folder.parent.is_dir():
             raise InputError(f"cannot save a model into {folder}: {folder.parent} is not a directory")
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        (tmp / "config.json").write_text(json.dumps(self.config(), indent=2))
-        save_file(_state(self.network), tmp / WEIGHT_FILES["ema"])
-        if online is not None:
-            save_file(_state(online), tmp / WEIGHT_FILES["online"])
-        _swap_in(tmp, folder)
+        try:
+            (tmp / "config.json").write_text(json.dumps(self.config(), indent=2))
+            save_file(_state(self.network), tmp / WEIGHT_FILES["ema"])
+            if online is not None:
+                save_file(_state(online), tmp / WEIGHT_FILES["online"])
+            # mkdtemp and safetensors make things private (0700 / 0600); use the usual modes, as atomic.py does.
+            tmp.chmod(0o755)
+            for file in tmp.iterdir():
+                file.chmod(0o644)
+            _swap_in(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return folder
 
 

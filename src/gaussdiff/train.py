@@ -19,7 +19,7 @@ from ema_pytorch import EMA
 from tqdm import tqdm
 
 from .atomic import write_atomically, write_text_atomically
-from .data import load_dataset
+from .data import BUILTIN, load_dataset
 from .errors import InputError, TrainingError
 from .losses import simple_loss
 from .nets import MLP
@@ -49,7 +49,7 @@ class TrainConfig:
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction_type: str = "epsilon"
+    prediction_type: str = "v_prediction"  # stable at every schedule (eps breaks where abar_T ~ 0)
     width: int = 128
     depth: int = 3
     emb_dim: int = 128
@@ -71,6 +71,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(f"{name.replace('_', '-')} must be a positive number, got {value}")
+        if not self.grad_clip > 0:  # a negative one flips the gradient (clip_grad_norm_ scales by it); inf is off
+            raise InputError(f"grad-clip must be positive, got {self.grad_clip}")
+        if self.warmup_steps < 0 or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"warmup-steps and weight-decay must be >= 0, got {self.warmup_steps} and "
+                             f"{self.weight_decay}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema-decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -156,12 +161,12 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -
     x, transform, description = load_dataset(cfg.data, cfg.n_data, cfg.seed)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     run = prepare_run(cfg.out, overwrite)
-    write_text_atomically(run / "config.json", json.dumps(dataclasses.asdict(cfg) | {"data": description}, indent=2))
+    write_text_atomically(run / "config.json", json.dumps(dataclasses.asdict(cfg) | {"data_description": description}, indent=2))
 
     torch.manual_seed(cfg.seed)
     net = MLP(x.shape[1], cfg.num_train_timesteps, cfg.width, cfg.depth, cfg.emb_dim)
     ema = EMA(net, beta=cfg.ema_decay, update_after_step=0, update_every=1, include_online_model=False)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = epoch_batches(x, cfg.batch_size, generator)
     log = MetricsLog(run / "metrics.jsonl", cfg.num_train_timesteps)
@@ -186,8 +191,11 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -
         loss.mean().backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip).item()
         if not math.isfinite(grad_norm):
-            raise TrainingError(f"the loss or its gradient became non-finite at step {step}; the last "
-                                f"checkpoint in {run / 'checkpoints'} is intact; try a smaller --lr")
+            kept = sorted((run / "checkpoints").glob("step_*.pt"))
+            kept = f"the last checkpoint, {kept[-1]}, is intact" if kept else \
+                f"no checkpoint was written yet to {run / 'checkpoints'}"
+            raise TrainingError(f"the loss or its gradient became non-finite at step {step}; {kept}; "
+                                "try a smaller --lr")
         opt.step()
         ema.update()
         step += 1
@@ -204,5 +212,6 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -
         bar.update((step if cfg.steps else min(int(now - start), bar.total)) - bar.n)
     bar.close()
 
-    SavedModel(ema.ema_model, schedule, cfg.prediction_type, transform, cfg.data).save(run / "model", online=net)
+    data_name = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
+    SavedModel(ema.ema_model, schedule, cfg.prediction_type, transform, data_name).save(run / "model", online=net)
     return run

@@ -27,7 +27,7 @@ def generate(denoiser: Denoiser, shape, schedule: NoiseSchedule, *, sampler: str
              spacing: str = "trailing", generator=None, device=None, dtype=torch.float32, **options) -> torch.Tensor:
     """Draw x_T ~ N(0, I) of ``shape`` and run a named sampler on a grid of ``steps`` (default T)."""
     fn = get_sampler(sampler)
-    grid = timestep_grid(schedule.T, steps or schedule.T, spacing)
+    grid = timestep_grid(schedule.T, schedule.T if steps is None else steps, spacing)
     x_T = torch.randn(shape, generator=generator, dtype=dtype, device=device)
     return fn(denoiser, x_T, schedule, grid, generator=generator, **options)
 

@@ -1,0 +1,329 @@
+"""Tests of gaussdiff.train: the run folder it writes, that it learns, that it is reproducible, its
+learning-rate schedule and minibatches, its checks, user data files, and what happens on NaN."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gaussdiff import train as train_module
+from gaussdiff.cli import main
+from gaussdiff.errors import InputError, TrainingError
+from gaussdiff.nets import MLP
+from gaussdiff.saved import load_model
+from gaussdiff.train import TrainConfig, epoch_batches, lr_factor, train
+
+# Tiny models contend badly for 2 shared cores with torch's default thread count.
+torch.set_num_threads(1)
+
+TINY = dict(data="moons", n_data=2000, batch_size=128, width=32, depth=1, emb_dim=16, num_train_timesteps=50,
+            warmup_steps=5, threads=1)
+METRIC_KEYS = {"step", "loss", "lr", "grad_norm", "steps_per_s", "elapsed_s", "loss_q0", "loss_q1", "loss_q2",
+               "loss_q3"}
+
+
+def tiny(out, **overrides) -> TrainConfig:
+    return TrainConfig(out=str(out), **(TINY | dict(steps=40, log_every=10, checkpoint_every=10) | overrides))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """40 steps, a metrics line every 10 and a checkpoint every 10 (2 kept)."""
+    cfg = tiny(tmp_path_factory.mktemp("train") / "run")
+    return train(cfg, progress=False), cfg
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- the run folder ----------------------------------------------------------------------------
+
+def test_run_folder_layout(run):
+    path, _ = run
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoints", "config.json", "metrics.jsonl", "model"]
+    assert sorted(p.name for p in (path / "model").iterdir()) == ["config.json", "model.safetensors",
+                                                                   "online.safetensors"]
+    assert not [p for p in path.rglob(".*")], "temporary files left behind"
+
+
+def test_config_json_is_the_resolved_config(run):
+    path, cfg = run
+    saved = json.loads((path / "config.json").read_text())
+    assert set(saved) == {f.name for f in dataclasses.fields(TrainConfig)} | {"data_description"}
+    for name, value in dataclasses.asdict(cfg).items():
+        assert saved[name] == value, name
+    assert saved["steps"] == 40 and saved["width"] == 32 and saved["threads"] == 1
+    assert saved["data"] == "moons" and "moons" in saved["data_description"]
+
+
+def test_validate_accepts_edge_values():
+    TrainConfig(grad_clip=math.inf, warmup_steps=0, weight_decay=0.0, ema_decay=0.0).validate()
+
+
+def test_validate_resolves_the_default_budget():
+    cfg = TrainConfig().validate()
+    assert cfg.steps == 5000 and cfg.time_budget is None
+    assert TrainConfig(time_budget=2.0).validate().steps is None  # time alone bounds the run
+
+
+def test_metrics_lines(run):
+    path, cfg = run
+    rows = read_metrics(path)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    for r in rows:
+        assert set(r) == METRIC_KEYS
+        assert all(isinstance(r[k], (int, float)) and math.isfinite(r[k]) for k in METRIC_KEYS)
+        assert 0 < r["loss"] < 10 and r["grad_norm"] > 0 and r["steps_per_s"] > 0 and r["elapsed_s"] > 0
+        assert all(r[f"loss_q{i}"] > 0 for i in range(4))
+        # The lr logged is the one of the interval's last step (0-based step - 1).
+        assert r["lr"] == pytest.approx(cfg.lr * lr_factor(cfg, r["step"] - 1, (r["step"] - 1) / cfg.steps),
+                                        rel=1e-12)
+    assert [r["elapsed_s"] for r in rows] == sorted(r["elapsed_s"] for r in rows)
+
+
+def test_checkpoints_are_plain_state_dicts(run):
+    path, cfg = run
+    files = sorted((path / "checkpoints").iterdir())
+    assert [f.name for f in files] == ["step_00000030.pt", "step_00000040.pt"]  # keep_checkpoints = 2
+    for f in files:
+        ckpt = torch.load(f, weights_only=True)
+        assert set(ckpt) == {"step", "model", "ema", "optimizer"}
+        assert ckpt["step"] == int(f.stem.split("_")[1])
+        net = MLP(2, cfg.num_train_timesteps, cfg.width, cfg.depth, cfg.emb_dim)
+        net.load_state_dict(ckpt["model"])  # strict: every key, every shape
+        assert all(torch.is_tensor(v) for v in ckpt["model"].values())
+        opt = torch.optim.AdamW(net.parameters())
+        opt.load_state_dict(ckpt["optimizer"])
+        assert opt.state[next(iter(net.parameters()))]["step"] == ckpt["step"]
+    a, b = (torch.load(f, weights_only=True)["model"] for f in files)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keep_checkpoints_bounds_the_folder(tmp_path):
+    path = train(tiny(tmp_path / "r", steps=12, checkpoint_every=2, keep_checkpoints=3, log_every=4),
+                 progress=False)
+    assert [p.name for p in sorted((path / "checkpoints").iterdir())] == [
+        "step_00000008.pt", "step_00000010.pt", "step_00000012.pt"]
+
+
+def test_exported_model_matches_the_config(run):
+    path, cfg = run
+    model = load_model(path)
+    assert model.network.config == dict(kind="mlp", dim=2, num_train_timesteps=50, width=32, depth=1, emb_dim=16)
+    assert model.schedule.T == 50 and model.prediction_type == cfg.prediction_type and model.data_name == "moons"
+    assert model.transform.to_dict() == {"mean": [0.0, 0.0], "std": [1.0, 1.0]}
+
+
+# --- learning and reproducibility --------------------------------------------------------------
+
+def test_loss_decreases(tmp_path):
+    """An untrained network's eps-loss is about 1 (the variance of eps). Over 200 steps the tiny MLP gets
+    it to about 0.75 on moons (T = 50); each logged loss averages 10 x 256 samples, so the mean of 3 or 5
+    lines has a Monte Carlo sd of about 0.02, far below the 10% margin asked for."""
+    path = train(tiny(tmp_path / "r", steps=200, batch_size=256, lr=5e-3, warmup_steps=10, checkpoint_every=1000,
+                     prediction_type="epsilon"),
+                 progress=False)
+    losses = [r["loss"] for r in read_metrics(path)]
+    assert len(losses) == 20
+    first, last = np.mean(losses[:3]), np.mean(losses[-5:])
+    assert last < 0.9 * first, (first, last)
+
+
+def test_same_seed_and_budget_give_identical_weights(run, tmp_path):
+    path, cfg = run
+    again = train(dataclasses.replace(cfg, out=str(tmp_path / "again")), progress=False)
+    other = train(dataclasses.replace(cfg, out=str(tmp_path / "other"), seed=1), progress=False)
+    for name in ("model.safetensors", "online.safetensors"):
+        assert (again / "model" / name).read_bytes() == (path / "model" / name).read_bytes()
+        assert (other / "model" / name).read_bytes() != (path / "model" / name).read_bytes()
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("steps_per_s", "elapsed_s")} for r in rows]
+    assert strip(read_metrics(again)) == strip(read_metrics(path))
+
+
+def test_time_budget_alone_ends_the_run(tmp_path):
+    path = train(tiny(tmp_path / "r", steps=None, time_budget=0.5, log_every=1), progress=False)  # >= 1 step, 1 line
+    assert json.loads((path / "config.json").read_text())["steps"] is None
+    assert read_metrics(path) and load_model(path).network.config["width"] == 32
+
+
+# --- learning rate and batches -----------------------------------------------------------------
+
+def test_lr_factor_warm_up_then_constant():
+    cfg = TrainConfig(warmup_steps=10, lr_schedule="constant")
+    for step in range(30):
+        assert lr_factor(cfg, step, step / 30) == pytest.approx(min(1.0, (step + 1) / 10), rel=1e-15)
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.1, 0.25, 0.5, 0.9, 1.0, 1.5])
+def test_lr_factor_cosine_decay(progress):
+    cfg = TrainConfig(warmup_steps=0, lr_schedule="cosine")
+    expected = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    assert lr_factor(cfg, 1000, progress) == pytest.approx(expected, abs=1e-15)
+    assert lr_factor(cfg, 1000, 0.5) == pytest.approx(0.5)
+    assert lr_factor(cfg, 1000, 1.0) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_lr_factor_warm_up_times_cosine():
+    cfg = TrainConfig(warmup_steps=20, lr_schedule="cosine")
+    for step, progress in [(0, 0.0), (4, 0.04), (9, 0.3), (19, 0.5), (50, 0.75)]:
+        expected = min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * progress))
+        assert lr_factor(cfg, step, progress) == pytest.approx(expected, rel=1e-12)
+
+
+def test_epoch_batches_visit_every_point_once_per_epoch():
+    x = torch.arange(60, dtype=torch.float32)[:, None]
+    batches = epoch_batches(x, 12, torch.Generator().manual_seed(0))
+    epochs = []
+    for _ in range(3):
+        epoch = torch.cat([next(batches) for _ in range(5)])[:, 0]
+        assert sorted(epoch.tolist()) == list(range(60))
+        epochs.append(epoch)
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])  # reshuffled
+
+
+def test_epoch_batches_drop_the_short_batch_and_clamp_the_size():
+    x = torch.arange(22, dtype=torch.float32)[:, None]
+    batches = epoch_batches(x, 5, torch.Generator().manual_seed(0))
+    epoch = [next(batches) for _ in range(4)]
+    assert all(len(b) == 5 for b in epoch)
+    assert len({v for b in epoch for v in b[:, 0].tolist()}) == 20  # no point twice within an epoch
+    big = next(epoch_batches(x, 1000, torch.Generator().manual_seed(0)))
+    assert sorted(big[:, 0].tolist()) == list(range(22))
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps must be positive"),
+    ("steps", -5, "steps must be positive"),
+    ("batch_size", 0, "batch-size must be positive"),
+    ("batch_size", -1, "batch-size must be positive"),
+    ("lr", 0.0, "lr must be a positive number"),
+    ("lr", -1e-3, "lr must be a positive number"),
+    ("lr", float("nan"), "lr must be a positive number"),
+    ("lr", float("inf"), "lr must be a positive number"),
+    ("time_budget", 0.0, "time-budget must be a positive number"),
+    ("prediction_type", "noise", "unknown prediction_type 'noise'"),
+    ("lr_schedule", "linear", "unknown lr-schedule 'linear'"),
+    ("ema_decay", 1.0, "ema-decay must lie in"),
+    ("grad_clip", -1.0, "grad-clip must be positive"),  # would turn descent into ascent
+    ("grad_clip", 0.0, "grad-clip must be positive"),
+    ("grad_clip", float("nan"), "grad-clip must be positive"),
+    ("warmup_steps", -1, "warmup-steps and weight-decay must be >= 0"),
+    ("weight_decay", -0.1, "warmup-steps and weight-decay must be >= 0"),
+    ("num_train_timesteps", 0, "num-train-timesteps must be positive"),
+    ("keep_checkpoints", 0, "keep-checkpoints must be positive"),
+])
+def test_validate_rejects_bad_values(tmp_path, field, value, message):
+    cfg = tiny(tmp_path / "r", **{field: value})
+    with pytest.raises(InputError, match=message):
+        cfg.validate()
+    with pytest.raises(InputError, match=message):
+        train(cfg, progress=False)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(data="no_such_set"), "unknown dataset 'no_such_set'"),
+    (dict(beta_start=0.0), "every beta must lie in the open interval"),
+    (dict(beta_end=1.5), "every beta must lie in the open interval"),
+    (dict(beta_schedule="quadratic"), "unknown beta_schedule 'quadratic'"),
+])
+def test_bad_data_or_schedule_is_refused_before_writing(tmp_path, overrides, message):
+    with pytest.raises(InputError, match=message):
+        train(tiny(tmp_path / "r", **overrides), progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_is_refused_without_overwrite(run):
+    path, cfg = run
+    before = snapshot(path)
+    with pytest.raises(InputError, match="already exists and is not empty"):
+        train(cfg, progress=False)
+    assert snapshot(path) == before
+
+
+# --- user data ---------------------------------------------------------------------------------
+
+def test_data_file_trains_and_samples_come_back_in_user_units(tmp_path, capsys):
+    """3-D data far from standard units (offsets 1000 / -1e5 / 5, scales 50 / 0.01 / 3, two clusters).
+
+    The model works in standardized units; `gaussdiff sample` must map back. 60 steps do not make a good
+    model, so the check is loose: per axis the sample mean lies within 0.25 data-sd of the data mean and
+    the sample sd within [0.6, 1.5] data-sd (seen: within 0.05 and [0.93, 1.05]; the Monte Carlo error of
+    2000 samples is ~0.02 sd). A missing, doubled or transposed map misses by a factor of 50 or more.
+    The second axis (mean -1e5, sd 0.006) is finer than float32's grid there (0.0078): mapped back in
+    float32 its 2000 samples took only 7 distinct values."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    sign = np.where(rng.integers(2, size=n) == 1, 1.0, -1.0)[:, None]
+    z = 0.3 * rng.standard_normal((n, 3)) + sign * np.array([1.0, 0.5, 0.0])
+    x = z * np.array([50.0, 0.01, 3.0]) + np.array([1000.0, -1e5, 5.0])
+    np.save(tmp_path / "points.npy", x)
+
+    path = train(tiny(tmp_path / "run", data=str(tmp_path / "points.npy"), steps=60, batch_size=256, lr=5e-3),
+                 progress=False)
+    model = load_model(path)
+    assert model.transform.dim == 3 and model.data_name == str(tmp_path / "points.npy")
+    np.testing.assert_allclose(model.transform.mean.numpy(), x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(model.transform.std.numpy(), x.std(0), rtol=1e-8)  # sums of 1e5-size terms
+
+    out = tmp_path / "samples.npy"
+    assert main(["sample", str(path), "-n", "2000", "--steps", "20", "--out", str(out), "--threads", "1"]) == 0
+    assert "wrote 2000 samples" in capsys.readouterr().out
+    s = np.load(out)
+    assert s.shape == (2000, 3) and np.isfinite(s).all()
+    assert all(len(np.unique(s[:, i])) > 1900 for i in range(3)), [len(np.unique(s[:, i])) for i in range(3)]
+    assert np.all(np.abs(s.mean(0) - x.mean(0)) < 0.25 * x.std(0)), (s.mean(0), x.mean(0))
+    ratio = s.std(0) / x.std(0)
+    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
+
+    # The pictures of a run on a data file (held-out rows come from the file itself).
+    assert main(["plot", str(path), "-n", "200"]) == 0
+    assert sorted(p.name for p in (path / "pictures").iterdir()) == ["chain.png", "loss.png", "samples.png"]
+
+
+# --- divergence --------------------------------------------------------------------------------
+
+def test_nan_loss_raises_training_error_naming_the_checkpoints(tmp_path, monkeypatch):
+    """The 25th loss (0-based step 24) turns NaN, after the checkpoints of steps 10 and 20."""
+    calls, simple_loss = [], train_module.simple_loss
+
+    def loss_that_turns_nan(*args, **kwargs):
+        calls.append(1)
+        loss = simple_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 25 else loss
+
+    monkeypatch.setattr(train_module, "simple_loss", loss_that_turns_nan)
+    with pytest.raises(TrainingError) as info:
+        train(tiny(tmp_path / "r", steps=40), progress=False)
+    message = str(info.value)
+    assert "step 24" in message and "\n" not in message
+    assert f"the last checkpoint, {tmp_path / 'r' / 'checkpoints' / 'step_00000020.pt'}, is intact" in message
+    # The checkpoints written before (steps 10 and 20) are intact; no model was exported.
+    ckpts = sorted((tmp_path / "r" / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["step_00000010.pt", "step_00000020.pt"]
+    for p in ckpts:
+        state = torch.load(p, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (tmp_path / "r" / "model").exists()
+
+
+def test_huge_learning_rate_ends_with_one_line_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["train", "--out", str(out), "--steps", "40", "--width", "32", "--depth", "1", "--n-data", "2000",
+                 "--num-train-timesteps", "50", "--threads", "1", "--lr", "1e30", "--warmup-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("gaussdiff train: error: ") and "non-finite" in err
+    assert "Traceback" not in err
+    # It diverges at once, before any checkpoint: the message must not promise one.
+    assert f"no checkpoint was written yet to {out / 'checkpoints'}" in err
