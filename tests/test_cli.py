@@ -14,6 +14,7 @@ from PIL import Image
 
 from gaussdiff import cli
 from gaussdiff.cli import main
+from gaussdiff.train import TrainConfig
 
 # Tiny models contend badly for 2 shared cores with torch's default thread count.
 torch.set_num_threads(1)
@@ -59,8 +60,10 @@ def run_cli(*args):
 # --- help ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command, defaults", [
-    ("train", ["--batch-size BATCH_SIZE minibatch size (default: 1024)", "(default: 0.002)", "(default: moons)",
-               "(default: linear)", "(default: 1000)", "(default: v_prediction)", "(default: cosine)", "--overwrite"]),
+    ("train", [f"--batch-size BATCH_SIZE minibatch size (default: {TrainConfig.batch_size})",
+               f"peak learning rate of AdamW (default: {TrainConfig.lr})", f"(default: {TrainConfig.data})",
+               f"(default: {TrainConfig.beta_schedule})", f"(default: {TrainConfig.num_train_timesteps})",
+               f"(default: {TrainConfig.prediction_type})", f"(default: {TrainConfig.lr_schedule})", "--overwrite"]),
     ("sample", ["number of samples (default: 1000)", "(default: ddpm)", "(default: trailing)", "(default: ema)",
                 "(default: beta_tilde)", "(default: 10000)"]),
     ("plot", ["points per picture (default: 2000)", "sampling seed (default: 0)"]),

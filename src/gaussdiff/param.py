@@ -35,6 +35,7 @@ def _a_s(alpha_bar: torch.Tensor, x: torch.Tensor):
 
 def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor):
     """What the network is asked to output for (x_0, eps) at noise level abar."""
+    check_prediction_type(prediction_type)  # an unknown name must not fall through to v
     if prediction_type == "epsilon":
         return eps
     if prediction_type == "sample":
@@ -45,6 +46,7 @@ def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, a
 
 def to_x0(prediction_type: str, pred: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor):
     """The x_0 estimate implied by a network output."""
+    check_prediction_type(prediction_type)  # an unknown name must not fall through to v
     a, s = _a_s(alpha_bar, x_t)
     if prediction_type == "epsilon":
         return (x_t - s * pred) / a
