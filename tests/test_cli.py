@@ -17,7 +17,6 @@ from gaussdiff.cli import main
 from gaussdiff.train import TrainConfig
 
 # Tiny models contend badly for 2 shared cores with torch's default thread count.
-torch.set_num_threads(1)
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 T = 50

@@ -19,7 +19,6 @@ from gaussdiff.schedule import make_schedule
 from gaussdiff.train import TrainConfig, train
 
 # Tiny models contend badly for 2 shared cores with torch's default thread count.
-torch.set_num_threads(1)
 
 STEPS, CKPT_EVERY = 40, 20
 

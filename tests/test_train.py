@@ -17,7 +17,6 @@ from gaussdiff.saved import load_model
 from gaussdiff.train import TrainConfig, epoch_batches, lr_factor, train
 
 # Tiny models contend badly for 2 shared cores with torch's default thread count.
-torch.set_num_threads(1)
 
 TINY = dict(data="moons", n_data=2000, batch_size=128, width=32, depth=1, emb_dim=16, num_train_timesteps=50,
             warmup_steps=5, threads=1)
