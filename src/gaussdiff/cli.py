@@ -8,10 +8,14 @@ import dataclasses
 import sys
 
 import torch
+from tqdm import tqdm
 
 from .data import BUILTIN, check_output_path, save_array
 from .errors import GaussdiffError, InputError
-from .train import TrainConfig
+from .report import make_pictures
+from .samplers import generate
+from .saved import load_model
+from .train import TrainConfig, train
 
 TRAIN_HELP = {
     "data": f"built-in data set ({', '.join(BUILTIN)}) or a .npy / .csv file of shape (N, D)",
@@ -103,10 +107,6 @@ def _positive(name: str, value) -> None:
 
 
 def cmd_train(args) -> None:
-    from .report import make_pictures
-    from .saved import load_model
-    from .train import train
-
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     run = train(cfg, overwrite=args.overwrite, progress=sys.stderr.isatty())
     print(f"trained: {run}/model")
@@ -117,11 +117,8 @@ def cmd_train(args) -> None:
 
 @torch.no_grad()
 def cmd_sample(args) -> None:
-    from .samplers import generate
-    from .saved import load_model
-
     _positive("-n/--num-samples", args.num_samples)
-    _positive("--steps", args.steps)  # generate() reads steps=0 as "use T"
+    _positive("--steps", args.steps)
     _positive("--batch-size", args.batch_size)
     _positive("--threads", args.threads)
     out = check_output_path(args.out)
@@ -129,18 +126,21 @@ def cmd_sample(args) -> None:
         torch.set_num_threads(args.threads)
     model = load_model(args.run, weights=args.weights)
     generator = torch.Generator().manual_seed(args.seed)
+    starts = range(0, args.num_samples, args.batch_size)
+    bar = tqdm(total=len(starts) * (args.steps or model.schedule.T), desc="sample", unit="step",
+               disable=not sys.stderr.isatty())
     chunks = []
-    for start in range(0, args.num_samples, args.batch_size):
+    for start in starts:
         size = min(args.batch_size, args.num_samples - start)
         chunks.append(generate(model.denoiser(), (size, model.transform.dim), model.schedule, sampler=args.sampler,
-                               steps=args.steps, spacing=args.spacing, generator=generator, variance=args.variance))
+                               steps=args.steps, spacing=args.spacing, generator=generator, variance=args.variance,
+                               callback=lambda t, x: bar.update()))
+    bar.close()
     save_array(out, model.transform.inverse(torch.cat(chunks).double()))  # float64: large offsets keep their digits
     print(f"wrote {args.num_samples} samples to {out}")
 
 
 def cmd_plot(args) -> None:
-    from .report import make_pictures
-
     _positive("-n/--num-samples", args.num_samples)
     for path in make_pictures(args.run, n=args.num_samples, seed=args.seed, out=args.out):
         print(f"picture: {path}")

@@ -90,6 +90,18 @@ def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
     return warm * (0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) if cfg.lr_schedule == "cosine" else 1.0)
 
 
+def budget_used(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """The fraction of the step or wall-time budget spent (the larger one, with both)."""
+    return max(step / cfg.steps if cfg.steps else 0.0, elapsed / cfg.time_budget if cfg.time_budget else 0.0)
+
+
+def diverged_message(run: Path, step: int) -> str:
+    kept = sorted((run / "checkpoints").glob("step_*.pt"))
+    kept = f"the last checkpoint, {kept[-1]}, is intact" if kept else \
+        f"no checkpoint was written yet to {run / 'checkpoints'}"
+    return f"the loss or its gradient became non-finite at step {step}; {kept}; try a smaller --lr"
+
+
 def epoch_batches(x: torch.Tensor, batch_size: int, generator: torch.Generator):
     """Endless minibatches, reshuffled every epoch by ``generator`` (a short final batch is dropped)."""
     batch_size = min(batch_size, len(x))
@@ -161,7 +173,8 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -
     x, transform, description = load_dataset(cfg.data, cfg.n_data, cfg.seed)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     run = prepare_run(cfg.out, overwrite)
-    write_text_atomically(run / "config.json", json.dumps(dataclasses.asdict(cfg) | {"data_description": description}, indent=2))
+    resolved = dataclasses.asdict(cfg) | {"data_description": description}
+    write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
 
     torch.manual_seed(cfg.seed)
     net = MLP(x.shape[1], cfg.num_train_timesteps, cfg.width, cfg.depth, cfg.emb_dim)
@@ -174,11 +187,7 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -
     bar = tqdm(total=cfg.steps or int(cfg.time_budget), disable=not progress, unit="step" if cfg.steps else "s",
                desc="train", dynamic_ncols=True)
     start, step, last_log = time.perf_counter(), 0, (time.perf_counter(), 0)
-    while True:
-        elapsed = time.perf_counter() - start
-        used = max(step / cfg.steps if cfg.steps else 0.0, elapsed / cfg.time_budget if cfg.time_budget else 0.0)
-        if used >= 1:
-            break
+    while (used := budget_used(cfg, step, time.perf_counter() - start)) < 1:
         lr = cfg.lr * lr_factor(cfg, step, used)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -191,11 +200,7 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, progress: bool = True) -
         loss.mean().backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip).item()
         if not math.isfinite(grad_norm):
-            kept = sorted((run / "checkpoints").glob("step_*.pt"))
-            kept = f"the last checkpoint, {kept[-1]}, is intact" if kept else \
-                f"no checkpoint was written yet to {run / 'checkpoints'}"
-            raise TrainingError(f"the loss or its gradient became non-finite at step {step}; {kept}; "
-                                "try a smaller --lr")
+            raise TrainingError(diverged_message(run, step))
         opt.step()
         ema.update()
         step += 1
