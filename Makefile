@@ -17,6 +17,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
+	mkdir -p $(dir $(RUN))
 	$(BIN)/gaussdiff train --data moons --out $(RUN) --time-budget 120 --threads 2 --overwrite
 	$(BIN)/gaussdiff sample $(RUN) -n 5000 --out $(RUN)/samples.npy
 	@echo "pictures in $(RUN)/pictures/"
