@@ -12,9 +12,11 @@ from ..errors import InputError
 from ..param import Denoiser
 from ..schedule import NoiseSchedule
 from .ancestral import ddpm
+from .ddim import ddim, ddim_invert
+from .dpm_solver import dpmpp_2m
 from .grids import SPACINGS, check_grid, timestep_grid
 
-SAMPLERS = {"ddpm": ddpm}
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2m}
 
 
 def get_sampler(name: str):
@@ -32,4 +34,4 @@ def generate(denoiser: Denoiser, shape, schedule: NoiseSchedule, *, sampler: str
     return fn(denoiser, x_T, schedule, grid, generator=generator, **options)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "ddpm", "generate", "get_sampler", "check_grid", "timestep_grid"]
+__all__ = ["SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpmpp_2m", "generate", "get_sampler", "check_grid", "timestep_grid"]

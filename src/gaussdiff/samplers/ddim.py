@@ -1,0 +1,85 @@
+"""DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models") and its deterministic inversion.
+
+From x_t, with x0_hat = denoiser(x_t, t) and the implied noise
+    eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t),
+a step to s < t of the grid is (Song et al. eq. 12)
+    x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z,   z ~ N(0, I),
+    sigma^2 = eta^2 beta_tilde(t, s),   beta_tilde(t, s) = (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s).
+eta = 0 is the deterministic DDIM (an exponential-integrator Euler step of the probability-flow ODE),
+eta = 1 has the posterior variance of respaced DDPM. The last step, to t = 0 (abar_0 = 1), returns
+x0_hat with no noise. Coefficients are float64 scalars, cast to x's dtype when applied.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..chain import posterior_coefficients
+from ..errors import InputError
+from ..param import Denoiser
+from ..schedule import NoiseSchedule
+from .grids import check_grid
+
+
+def _ddim_coefficients(ab_from: torch.Tensor, ab_to: torch.Tensor):
+    """The eta = 0 move from time 'from' to time 'to' in eps form (either direction):
+    x_to = sqrt(abar_to / abar_from) x_from + (sqrt(1 - abar_to) - sqrt(abar_to / abar_from) sqrt(1 - abar_from)) eps.
+    Equal to sqrt(abar_to) x0 + sqrt(1 - abar_to) eps with x0 = (x_from - sqrt(1 - abar_from) eps) / sqrt(abar_from)."""
+    ratio = torch.sqrt(ab_to / ab_from)
+    return ratio, torch.sqrt(1 - ab_to) - ratio * torch.sqrt(1 - ab_from)
+
+
+def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
+         eta: float = 0.0, callback=None) -> torch.Tensor:
+    """DDIM sampling over ``grid`` (eta = 0: deterministic); ``callback(s, x)`` after every step."""
+    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or eta < 0:
+        raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
+    grid = check_grid(grid, schedule.T)
+    x = x_T
+    for t, s in zip(grid[:-1], grid[1:]):
+        ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
+        x0_hat = denoiser(x, t)
+        if s > 0:
+            eps_hat = (x - torch.sqrt(ab_t).to(x.dtype) * x0_hat) / torch.sqrt(1 - ab_t).to(x.dtype)
+            var = eta**2 * posterior_coefficients(ab_t, ab_s)[2]  # sigma^2 = eta^2 beta_tilde(t, s)
+            dir_coef = torch.sqrt((1 - ab_s - var).clamp(min=0))  # eta > 1 would make it negative: clamp
+            x = torch.sqrt(ab_s).to(x.dtype) * x0_hat + dir_coef.to(x.dtype) * eps_hat
+            if eta > 0:
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                x = x + torch.sqrt(var).to(x.dtype) * noise
+        else:
+            x = x0_hat  # abar_0 = 1: x_0 = x0_hat, no noise
+        if callback is not None:
+            callback(s, x)
+    return x
+
+
+def ddim_invert(denoiser: Denoiser, x_0: torch.Tensor, schedule: NoiseSchedule, grid, *, fixed_point_iters: int = 0,
+                callback=None) -> torch.Tensor:
+    """Map x_0 to x at grid[0] by the eta = 0 update run along the reversed grid 0 < ... < grid[0].
+
+    The exact inverse of a sampling step t -> s needs eps_hat at the unknown x_t; as usual (Song et al.
+    sec. 4.3, diffusers' DDIMInverseScheduler) it is evaluated at the known x_s with the target time t:
+        eps' = eps_hat(x_s, t),   x_t = sqrt(abar_t / abar_s) x_s + (sqrt(1 - abar_t) - sqrt(abar_t / abar_s) sqrt(1 - abar_s)) eps'.
+    That leaves a round-trip error O(h^2) per step. ``fixed_point_iters`` > 0 refines each step by
+    re-evaluating eps' at the current x_t estimate (x_t <- update with eps_hat(x_t, t)), which makes
+    sampling undo the inversion up to the contraction of that iteration (one extra call per iteration).
+    """
+    if not isinstance(fixed_point_iters, int) or isinstance(fixed_point_iters, bool) or fixed_point_iters < 0:
+        raise InputError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
+    grid = check_grid(grid, schedule.T).flip(0)  # increasing: 0, ..., grid[0]
+    x = x_0
+    for s, t in zip(grid[:-1], grid[1:]):
+        ab_s, ab_t = schedule.alpha_bar_at(s), schedule.alpha_bar_at(t)
+        a_t, sd_t = torch.sqrt(ab_t).to(x.dtype), torch.sqrt(1 - ab_t).to(x.dtype)
+        ratio, eps_coef = (c.to(x.dtype) for c in _ddim_coefficients(ab_s, ab_t))
+        x_t = x
+        for _ in range(fixed_point_iters + 1):
+            eps = (x_t - a_t * denoiser(x_t, t)) / sd_t  # eps_hat(., t): the network's noise at time t
+            x_t = ratio * x + eps_coef * eps
+        x = x_t
+        if callback is not None:
+            callback(t, x)
+    return x
