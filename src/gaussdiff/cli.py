@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .data import BUILTIN, check_output_path, save_array
 from .errors import GaussdiffError, InputError
 from .report import make_pictures
-from .samplers import generate
+from .samplers import generate, get_sampler
 from .saved import load_model
 from .train import TrainConfig, train
 
@@ -128,8 +128,7 @@ def cmd_sample(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.run, weights=args.weights)
-    if args.sampler not in SAMPLER_OPTIONS:
-        raise InputError(f"unknown sampler {args.sampler!r}; known: {', '.join(SAMPLER_OPTIONS)}")
+    get_sampler(args.sampler)  # an unknown name: one line listing the known ones
     options = {name: getattr(args, name) for name in SAMPLER_OPTIONS[args.sampler]}
     generator = torch.Generator().manual_seed(args.seed)
     starts = range(0, args.num_samples, args.batch_size)

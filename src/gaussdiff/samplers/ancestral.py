@@ -17,6 +17,7 @@ from ..chain import posterior_coefficients
 from ..errors import InputError
 from ..param import Denoiser
 from ..schedule import NoiseSchedule
+from .grids import check_grid
 
 VARIANCES = ("beta_tilde", "beta")
 
@@ -26,6 +27,7 @@ def ddpm(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
     """Ancestral sampling over ``grid``; ``callback(t, x)`` sees every intermediate state."""
     if variance not in VARIANCES:
         raise InputError(f"unknown reverse variance {variance!r}; known: {', '.join(VARIANCES)}")
+    grid = check_grid(grid, schedule.T)
     x = x_T
     for t, s in zip(grid[:-1], grid[1:]):
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)

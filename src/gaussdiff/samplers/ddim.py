@@ -18,7 +18,7 @@ import torch
 
 from ..chain import posterior_coefficients
 from ..errors import InputError
-from ..param import Denoiser
+from ..param import Denoiser, eps_from_x0
 from ..schedule import NoiseSchedule
 from .grids import check_grid
 
@@ -42,7 +42,7 @@ def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
         x0_hat = denoiser(x, t)
         if s > 0:
-            eps_hat = (x - torch.sqrt(ab_t).to(x.dtype) * x0_hat) / torch.sqrt(1 - ab_t).to(x.dtype)
+            eps_hat = eps_from_x0(x0_hat, x, ab_t)
             var = eta**2 * posterior_coefficients(ab_t, ab_s)[2]  # sigma^2 = eta^2 beta_tilde(t, s)
             dir_coef = torch.sqrt((1 - ab_s - var).clamp(min=0))  # eta > 1 would make it negative: clamp
             x = torch.sqrt(ab_s).to(x.dtype) * x0_hat + dir_coef.to(x.dtype) * eps_hat
@@ -73,11 +73,10 @@ def ddim_invert(denoiser: Denoiser, x_0: torch.Tensor, schedule: NoiseSchedule, 
     x = x_0
     for s, t in zip(grid[:-1], grid[1:]):
         ab_s, ab_t = schedule.alpha_bar_at(s), schedule.alpha_bar_at(t)
-        a_t, sd_t = torch.sqrt(ab_t).to(x.dtype), torch.sqrt(1 - ab_t).to(x.dtype)
         ratio, eps_coef = (c.to(x.dtype) for c in _ddim_coefficients(ab_s, ab_t))
         x_t = x
         for _ in range(fixed_point_iters + 1):
-            eps = (x_t - a_t * denoiser(x_t, t)) / sd_t  # eps_hat(., t): the network's noise at time t
+            eps = eps_from_x0(denoiser(x_t, t), x_t, ab_t)  # eps_hat(., t): the network's noise at time t
             x_t = ratio * x + eps_coef * eps
         x = x_t
         if callback is not None:
