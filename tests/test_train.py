@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from gaussdiff import train as train_module
+from gaussdiff.train import loop as train_loop
 from gaussdiff.cli import main
 from gaussdiff.errors import InputError, TrainingError
 from gaussdiff.nets import MLP
 from gaussdiff.saved import load_model
-from gaussdiff.train import TrainConfig, epoch_batches, lr_factor, train
+from gaussdiff.train import GlobalBatches, TrainConfig, lr_factor, train
 
 # Tiny models contend badly for 2 shared cores with torch's default thread count.
 
@@ -94,7 +94,7 @@ def test_checkpoints_are_plain_state_dicts(run):
     assert [f.name for f in files] == ["step_00000030.pt", "step_00000040.pt"]  # keep_checkpoints = 2
     for f in files:
         ckpt = torch.load(f, weights_only=True)
-        assert set(ckpt) == {"step", "model", "ema", "optimizer"}
+        assert set(ckpt) == {"step", "elapsed_s", "model", "ema", "optimizer", "scaler"}
         assert ckpt["step"] == int(f.stem.split("_")[1])
         net = MLP(2, cfg.num_train_timesteps, cfg.width, cfg.depth, cfg.emb_dim)
         net.load_state_dict(ckpt["model"])  # strict: every key, every shape
@@ -177,25 +177,61 @@ def test_lr_factor_warm_up_times_cosine():
         assert lr_factor(cfg, step, progress) == pytest.approx(expected, rel=1e-12)
 
 
-def test_epoch_batches_visit_every_point_once_per_epoch():
-    x = torch.arange(60, dtype=torch.float32)[:, None]
-    batches = epoch_batches(x, 12, torch.Generator().manual_seed(0))
-    epochs = []
-    for _ in range(3):
-        epoch = torch.cat([next(batches) for _ in range(5)])[:, 0]
-        assert sorted(epoch.tolist()) == list(range(60))
-        epochs.append(epoch)
-    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])  # reshuffled
+def epoch_rows(batches, epoch):
+    return torch.cat([batches.rows(epoch * batches.per_epoch + k) for k in range(batches.per_epoch)])
 
 
-def test_epoch_batches_drop_the_short_batch_and_clamp_the_size():
-    x = torch.arange(22, dtype=torch.float32)[:, None]
-    batches = epoch_batches(x, 5, torch.Generator().manual_seed(0))
-    epoch = [next(batches) for _ in range(4)]
-    assert all(len(b) == 5 for b in epoch)
-    assert len({v for b in epoch for v in b[:, 0].tolist()}) == 20  # no point twice within an epoch
-    big = next(epoch_batches(x, 1000, torch.Generator().manual_seed(0)))
-    assert sorted(big[:, 0].tolist()) == list(range(22))
+def test_batches_visit_every_row_once_per_epoch_and_reshuffle():
+    batches = GlobalBatches(60, 12, 1, seed=0)
+    epochs = [epoch_rows(batches, e) for e in range(3)]
+    for rows in epochs:
+        assert sorted(rows.tolist()) == list(range(60))
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
+
+
+def test_batches_drop_the_short_batch_and_clamp_the_size():
+    batches = GlobalBatches(22, 5, 1, seed=0)
+    rows = epoch_rows(batches, 0)
+    assert batches.per_epoch == 4 and len(set(rows.tolist())) == 20  # no row twice within an epoch
+    big = GlobalBatches(22, 1000, 1, seed=0)
+    assert sorted(big.rows(0).tolist()) == list(range(22))
+
+
+@pytest.mark.parametrize("world, accum", [(2, 1), (4, 1), (2, 2)])
+def test_ranks_together_see_the_one_process_batch(world, accum):
+    """Rank r's slice of each global batch is positions r, r + world, ...: the rows, t and eps of all ranks,
+    interleaved, are exactly what one process gets (the data-parallel equivalence rests on this)."""
+    one = GlobalBatches(103, 24, accum, seed=3)
+    ranks = [GlobalBatches(103, 24, accum, seed=3, rank=r, world=world) for r in range(world)]
+    assert all(b.per_epoch == one.per_epoch for b in ranks)
+    for step in [0, 1, one.per_epoch - 1, one.per_epoch, 5 * one.per_epoch + 2]:
+        rows = torch.stack([b.rows(step) for b in ranks], 1).flatten()
+        assert torch.equal(rows, one.rows(step))
+        t1, eps1 = one.t_and_noise(step, 50, 3)
+        parts = [b.t_and_noise(step, 50, 3) for b in ranks]
+        assert torch.equal(torch.stack([p[0] for p in parts], 1).flatten(), t1)
+        assert torch.equal(torch.stack([p[1] for p in parts], 1).flatten(0, 1), eps1)
+
+
+def test_batches_are_a_function_of_seed_and_step_alone():
+    """A resumed run builds its stream afresh: step k must give the same batch whatever came before."""
+    a, b = GlobalBatches(100, 10, 1, seed=7), GlobalBatches(100, 10, 1, seed=7)
+    for step in range(25):
+        a.rows(step)
+    assert torch.equal(a.rows(37), b.rows(37))
+    assert all(torch.equal(u, v) for u, v in zip(a.t_and_noise(37, 50, 2), b.t_and_noise(37, 50, 2)))
+    c = GlobalBatches(100, 10, 1, seed=8)
+    assert not torch.equal(a.rows(37), c.rows(37))
+
+
+@pytest.mark.parametrize("n, batch, accum, world, message", [
+    (3, 4, 1, 4, "need at least 4 data rows; the data has 3"),
+    (100, 10, 1, 4, "batch-size 10 must be a multiple of processes x grad-accum = 4"),
+    (100, 9, 2, 1, "batch-size 9 must be a multiple of processes x grad-accum = 2"),
+])
+def test_batches_refuse_impossible_splits(n, batch, accum, world, message):
+    with pytest.raises(InputError, match=message):
+        GlobalBatches(n, batch, accum, seed=0, rank=0, world=world)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -294,14 +330,14 @@ def test_data_file_trains_and_samples_come_back_in_user_units(tmp_path, capsys):
 
 def test_nan_loss_raises_training_error_naming_the_checkpoints(tmp_path, monkeypatch):
     """The 25th loss (0-based step 24) turns NaN, after the checkpoints of steps 10 and 20."""
-    calls, simple_loss = [], train_module.simple_loss
+    calls, simple_loss = [], train_loop.simple_loss
 
     def loss_that_turns_nan(*args, **kwargs):
         calls.append(1)
         loss = simple_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) == 25 else loss
 
-    monkeypatch.setattr(train_module, "simple_loss", loss_that_turns_nan)
+    monkeypatch.setattr(train_loop, "simple_loss", loss_that_turns_nan)
     with pytest.raises(TrainingError) as info:
         train(tiny(tmp_path / "r", steps=40), progress=False)
     message = str(info.value)

@@ -11,3 +11,11 @@ class InputError(GaussdiffError, ValueError):
 
 class TrainingError(GaussdiffError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """A signal stopped the work after it saved its state; the command line exits with 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -5,9 +5,11 @@ exit code 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
-from ..errors import GaussdiffError
+from ..errors import GaussdiffError, Interrupted
 from . import plot, sample, train
 from .sample import SAMPLER_OPTIONS
 
@@ -23,16 +25,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report(command: str, message: str) -> None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report for all processes
+        print(f"gaussdiff {command}: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    formatwarning = warnings.formatwarning  # warnings become one line too
+    warnings.formatwarning = lambda message, *rest: f"gaussdiff {args.command}: warning: {message}\n"
     try:
         COMMANDS[args.command](args)
     except GaussdiffError as e:
-        print(f"gaussdiff {args.command}: error: {e}", file=sys.stderr)
+        _report(args.command, f"error: {e}")
         return 2
+    except Interrupted as e:
+        _report(args.command, str(e))
+        return 128 + e.signum
     except KeyboardInterrupt:
-        print(f"gaussdiff {args.command}: interrupted", file=sys.stderr)
+        _report(args.command, "interrupted")
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
 
 

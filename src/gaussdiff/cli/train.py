@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 import sys
 
 from ..data import BUILTIN
 from ..report import make_pictures
 from ..saved import load_model
-from ..train import TrainConfig, train
+from ..errors import InputError
+from ..train import TrainConfig, resolve, train
 from .common import HelpFormatter
 
 TRAIN_HELP = {
@@ -17,8 +20,9 @@ TRAIN_HELP = {
     "n_data": "points drawn from a built-in data set",
     "seed": "seed of data, initialisation, t and noise",
     "steps": "training step budget (5000 when no budget is given)",
-    "time_budget": "training wall-time budget in seconds (with --steps, whichever ends first)",
-    "batch_size": "minibatch size",
+    "time_budget": "training wall-time budget in seconds, summed over resumes (with --steps, whichever ends first)",
+    "batch_size": "global minibatch size (split over processes and micro-batches)",
+    "grad_accum": "micro-batches per optimiser step (gradient accumulation)",
     "lr": "peak learning rate of AdamW",
     "lr_schedule": "cosine (decay to 0 over the budget) or constant",
     "warmup_steps": "linear learning-rate warm-up steps",
@@ -33,27 +37,46 @@ TRAIN_HELP = {
     "width": "MLP width",
     "depth": "number of residual MLP blocks",
     "emb_dim": "size of the time embedding",
-    "threads": "torch CPU threads (default: all cores)",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
+    "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
+    "compile": "torch.compile the network",
+    "threads": "torch CPU threads (None: all cores)",
     "log_every": "steps between lines of metrics.jsonl",
     "checkpoint_every": "steps between checkpoints",
     "keep_checkpoints": "checkpoints kept",
+    "tensorboard": "also log to RUN/tensorboard (pip install 'gaussdiff[tensorboard]')",
 }
 
 FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str}
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model and write a run folder", formatter_class=HelpFormatter)
+    p = sub.add_parser("train", help="train a model and write a run folder (or continue one with --resume)",
+                       formatter_class=HelpFormatter,
+                       description="Options come from, later ones winning: the defaults, the run being resumed, "
+                                   "--config FILE, the flags.")
+    p.add_argument("--config", default=None, help="TOML or YAML file of options (keys as below, with underscores)")
+    p.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue the run folder RUN exactly from its last readable checkpoint")
+    # Defaults are SUPPRESSed so that only the flags a user gives override the config file or the resumed run.
     for f in dataclasses.fields(TrainConfig):
-        kind = FIELD_TYPES[str(f.type)]
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=TRAIN_HELP[f.name])
+        name, text = f"--{f.name.replace('_', '-')}", f"{TRAIN_HELP[f.name]} (default: {f.default})"
+        if str(f.type) == "bool":
+            p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
+        else:
+            p.add_argument(name, type=FIELD_TYPES[str(f.type)], default=argparse.SUPPRESS, help=text)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures at the end")
 
 
 def run(args) -> None:
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    folder = train(cfg, overwrite=args.overwrite, progress=sys.stderr.isatty())
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    cfg = resolve(flags, args.config, args.resume)
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues a run and --overwrite replaces it: give one of them")
+    folder = train(cfg, overwrite=args.overwrite, resume=args.resume is not None, progress=sys.stderr.isatty())
+    if os.environ.get("RANK", "0") != "0":
+        return
     print(f"trained: {folder}/model")
     if not args.no_pictures and load_model(folder).transform.dim >= 2:
         for path in make_pictures(folder):

@@ -1,0 +1,53 @@
+"""What each process trains on at each step, as a pure function of (seed, step).
+
+The global batch of B rows is the same whatever the number of processes: an epoch's order comes from
+torch's DistributedSampler (a permutation seeded by seed + epoch, dealt out to ranks), and t and the noise of
+the global batch come from a generator seeded by (seed, step) and are sliced by rank. So N processes compute
+what one process computes on the same global batch, and a resumed run needs nothing but the step counter
+to continue the exact same stream.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from ..errors import InputError
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed << 32 | step)  # distinct for every (seed, step) with step < 2^32
+
+
+class GlobalBatches:
+    """Rank ``rank`` of ``world`` gets rows, t and eps of positions rank, rank + world, ... of each global batch."""
+
+    def __init__(self, n: int, batch_size: int, grad_accum: int, seed: int, rank: int = 0, world: int = 1):
+        unit = world * grad_accum
+        if n < unit:
+            raise InputError(f"{world} process(es) x {grad_accum} micro-batch(es) need at least {unit} data rows; "
+                             f"the data has {n}")
+        if batch_size % unit:
+            raise InputError(f"batch-size {batch_size} must be a multiple of processes x grad-accum = {unit}")
+        batch_size = min(batch_size, n - n % unit)  # a small data set: one global batch is all of it
+        self.seed, self.rank, self.world, self.batch_size = seed, rank, world, batch_size
+        self.local = batch_size // world
+        self.sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                          drop_last=True)
+        self.per_epoch = len(self.sampler) // self.local  # the same as n // batch_size for every world size
+        self._epoch, self._order = -1, None
+
+    def rows(self, step: int) -> torch.Tensor:
+        """This rank's row indices at ``step`` (long, (B / world,)); epochs are reshuffled."""
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch, self._order = epoch, torch.tensor(list(self.sampler))
+        return self._order[k * self.local:(k + 1) * self.local]
+
+    def t_and_noise(self, step: int, T: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """t ~ U{1..T} and eps ~ N(0, I) of the global batch, this rank's slice."""
+        g = step_generator(self.seed, step)
+        t = torch.randint(1, T + 1, (self.batch_size,), generator=g)
+        eps = torch.randn((self.batch_size, dim), generator=g)
+        return t[self.rank::self.world], eps[self.rank::self.world]

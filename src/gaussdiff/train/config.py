@@ -1,0 +1,169 @@
+"""The training configuration: its fields, their checks, and where values come from.
+
+Values are resolved in this order, later ones winning: the defaults below, the saved config of the run
+being resumed, a config file (TOML or YAML), the command-line flags. What a run used is saved as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import InputError
+from ..param import check_prediction_type
+from .folder import check_run_folder
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``gaussdiff train``; the resolved values are saved as RUN/config.json."""
+
+    data: str = "moons"
+    out: str = "runs/moons"
+    n_data: int = 100_000  # points drawn from a built-in data set (files are used whole)
+    seed: int = 0
+    steps: int | None = None  # step budget; with time_budget, whichever ends first
+    time_budget: float | None = None  # seconds of training wall time, summed over resumes
+    batch_size: int = 1024  # the global batch: split over processes and accumulation micro-batches
+    grad_accum: int = 1  # micro-batches per optimiser step
+    lr: float = 3e-3
+    lr_schedule: str = "cosine"  # "cosine" decays to 0 over the budget, "constant" does not
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # the maximum; ema-pytorch warms it up as 1 - (1 + step)^(-2/3)
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: str = "v_prediction"  # stable at every schedule (eps breaks where abar_T ~ 0)
+    width: int = 64  # on a CPU time budget, more steps of a small MLP beat fewer of a wide one
+    depth: int = 3
+    emb_dim: int = 128
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
+    compile: bool = False  # torch.compile the network
+    threads: int | None = None
+    log_every: int = 50
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 2
+    tensorboard: bool = False  # also log to RUN/tensorboard (needs the tensorboard package)
+
+    def validate(self) -> "TrainConfig":
+        if self.steps is None and self.time_budget is None:
+            self.steps = 5000
+        positive = ["n_data", "batch_size", "grad_accum", "num_train_timesteps", "width", "depth", "emb_dim",
+                    "log_every", "checkpoint_every", "keep_checkpoints"] + [
+                        k for k in ("steps", "threads") if getattr(self, k) is not None]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise InputError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**31:
+            raise InputError(f"seed must lie in [0, 2^31), got {self.seed}")
+        for name in ["lr", "time_budget"]:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"{flag(name)} must be a positive number, got {value}")
+        if not self.grad_clip > 0:  # a negative one flips the gradient (clip_grad_norm_ scales by it); inf is off
+            raise InputError(f"grad-clip must be positive, got {self.grad_clip}")
+        if self.warmup_steps < 0 or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"warmup-steps and weight-decay must be >= 0, got {self.warmup_steps} and "
+                             f"{self.weight_decay}")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema-decay must lie in [0, 1), got {self.ema_decay}")
+        for name, known in CHOICES.items():
+            if getattr(self, name) not in known:
+                raise InputError(f"unknown {flag(name)} {getattr(self, name)!r}; known: {', '.join(known)}")
+        check_prediction_type(self.prediction_type)
+        return self
+
+
+CHOICES = {"lr_schedule": ("cosine", "constant"), "device": ("auto", "cpu", "cuda", "mps"),
+           "precision": ("fp32", "bf16", "fp16")}
+
+# Changing one of these changes the model or its data: a resume that does so is refused.
+MODEL_FIELDS = ("data", "n_data", "seed", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                "prediction_type", "width", "depth", "emb_dim")
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+TYPES = {"int": (int,), "int | None": (int,), "float": (float, int), "float | None": (float, int), "str": (str,),
+         "bool": (bool,)}
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def check_values(values: dict, source: str) -> dict:
+    """Every key must be a field and every value of the field's type (ints pass as floats, bools never as ints)."""
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise InputError(f"{source}: unknown key {key!r}; known: {', '.join(FIELDS)}")
+        kind = str(FIELDS[key].type)
+        ok = value is None and "None" in kind or (isinstance(value, TYPES[kind]) and
+                                                  not (isinstance(value, bool) and kind != "bool"))
+        if not ok:
+            raise InputError(f"{source}: {key} must be of type {kind}, got {value!r}")
+    return {k: float(v) if "float" in str(FIELDS[k].type) and v is not None else v for k, v in values.items()}
+
+
+def read_config_file(path) -> dict:
+    """A TOML (.toml) or YAML (.yaml, .yml) mapping of TrainConfig fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise InputError(f"config file {path} must end in .toml, .yaml or .yml")
+    try:
+        text = path.read_text()
+        values = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise InputError(f"config file {path} is not valid {suffix[1:].upper()}: {' '.join(str(e).split())}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise InputError(f"config file {path} must hold a mapping of options, not {type(values).__name__}")
+    return check_values(values, str(path))
+
+
+def read_run_config(run: Path) -> dict:
+    """The resolved config saved in a run folder (keys that are not fields, like data_description, dropped)."""
+    path = run / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is not readable JSON: {e}") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{path} is not a training config")
+    return check_values({k: v for k, v in saved.items() if k in FIELDS}, str(path))
+
+
+def resolve(flags: dict, config_file=None, resume=None) -> TrainConfig:
+    """defaults < the resumed run's saved config < the config file < command-line flags."""
+    values = {}
+    if resume is not None:
+        values |= read_run_config(check_run_folder(Path(resume))) | {"out": str(resume)}
+    if config_file is not None:
+        values |= read_config_file(config_file)
+    values |= check_values(flags, "command line")
+    if resume is not None and Path(values["out"]) != Path(resume):
+        raise InputError(f"--resume continues {resume} in place; do not give another --out ({values['out']})")
+    cfg = TrainConfig(**values).validate()
+    if resume is not None:
+        check_resumable(read_run_config(Path(resume)), cfg)
+    return cfg
+
+
+def check_resumable(saved: dict, cfg: TrainConfig) -> None:
+    """Refuse a resume whose config changes the model or its data; budgets, logging etc. may change."""
+    for name in MODEL_FIELDS:
+        if name in saved and saved[name] != getattr(cfg, name):
+            raise InputError(f"cannot resume {cfg.out}: {name} was {saved[name]!r} and is now "
+                             f"{getattr(cfg, name)!r}, which changes the model; start a new run instead")

@@ -1,0 +1,194 @@
+"""The training loop, readable top to bottom, the same with one process or many under torchrun:
+data -> L_simple -> AdamW -> EMA -> logs and checkpoints, stopping at the budget, a signal or a divergence."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from contextlib import ExitStack, nullcontext
+from pathlib import Path
+
+import torch
+from ema_pytorch import EMA
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..atomic import write_text_atomically
+from ..data import BUILTIN, load_dataset
+from ..errors import InputError, Interrupted, TrainingError
+from ..losses import simple_loss
+from ..nets import MLP
+from ..saved import SavedModel
+from ..schedule import make_schedule
+from . import distributed
+from .batches import GlobalBatches
+from .config import TrainConfig
+from .folder import (RunLock, check_run_folder, last_checkpoint, load_latest_checkpoint, prepare_run, save_checkpoint,
+                     truncate_metrics)
+from .logs import MetricsLog, tensorboard_writer
+
+
+def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay 0.5 (1 + cos(pi p)) with p the budget used."""
+    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    return warm * (0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) if cfg.lr_schedule == "cosine" else 1.0)
+
+
+def budget_used(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """The fraction of the step or wall-time budget spent (the larger one, with both)."""
+    return max(step / cfg.steps if cfg.steps else 0.0, elapsed / cfg.time_budget if cfg.time_budget else 0.0)
+
+
+def diverged_message(run: Path, step: int) -> str:
+    kept = last_checkpoint(run)
+    kept = f"the last checkpoint, {kept}, is intact" if kept else \
+        f"no checkpoint was written yet to {run / 'checkpoints'}"
+    return f"the loss or its gradient became non-finite at step {step}; {kept}; try a smaller --lr"
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set ``received`` instead of killing the process, so the loop can checkpoint first."""
+
+    def __init__(self):
+        self.received = 0
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+
+
+def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> Path:
+    """Train as ``cfg`` says (``resume``: continue the run folder ``cfg.out`` exactly); returns the run folder."""
+    cfg.validate()
+    procs = distributed.start(cfg.device)
+    try:
+        return _train(cfg, procs, overwrite, resume, progress)
+    finally:
+        distributed.stop(procs)
+
+
+def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool, progress: bool) -> Path:
+    device = procs.device
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise InputError("fp16 needs a CUDA device (a gradient scaler); use --precision bf16 on CPU")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    x, transform, description = load_dataset(cfg.data, cfg.n_data, cfg.seed)
+    schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
+    batches = GlobalBatches(len(x), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
+    x, dim, T = x.to(device), x.shape[1], schedule.T
+
+    with ExitStack() as stack:
+        run, error = Path(cfg.out), None
+        if procs.main:  # rank 0 owns the folder; every rank learns its verdict
+            try:
+                run = check_run_folder(run) if resume else prepare_run(cfg.out, overwrite)
+                stack.enter_context(RunLock(run))
+            except InputError as e:
+                error = str(e)
+        if (error := distributed.agree(procs, error)) is not None:
+            raise InputError(error)
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        model = MLP(dim, T, cfg.width, cfg.depth, cfg.emb_dim).to(device)
+        ema = EMA(model, beta=cfg.ema_decay, update_after_step=0, update_every=1, include_online_model=False)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                fused=device.type in ("cpu", "cuda") or None)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        step, elapsed = 0, 0.0
+        if resume:
+            _, state = load_latest_checkpoint(run, device)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            step, elapsed = state["step"], state["elapsed_s"]
+        torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
+        net = DistributedDataParallel(model) if procs.world > 1 else model
+        forward = torch.compile(net) if cfg.compile else net
+
+        log = MetricsLog(run / "metrics.jsonl" if procs.main else None, T, procs.world,
+                         tensorboard_writer(run) if cfg.tensorboard and procs.main else None)
+        stack.callback(log.close)
+        if procs.main:
+            truncate_metrics(run / "metrics.jsonl", step)  # lines a killed run logged after its checkpoint
+            resolved = dataclasses.asdict(cfg) | {"data_description": description}
+            write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
+
+        def checkpoint() -> Path | None:
+            state = dict(step=step, elapsed_s=time.perf_counter() - start, model=model.state_dict(),
+                         ema=ema.state_dict(), optimizer=opt.state_dict(), scaler=scaler.state_dict())
+            return save_checkpoint(run, step, state, cfg.keep_checkpoints) if procs.main else None
+
+        signals = stack.enter_context(StopSignals())
+        bar = stack.enter_context(tqdm(total=cfg.steps or int(cfg.time_budget), initial=step if cfg.steps else 0,
+                                       disable=not (progress and procs.main), unit="step" if cfg.steps else "s",
+                                       desc="train", dynamic_ncols=True))
+        micro = batches.local // cfg.grad_accum
+        start = time.perf_counter() - elapsed
+        last_log = (time.perf_counter(), step)
+        while (used := budget_used(cfg, step, time.perf_counter() - start)) < 1:
+            lr = cfg.lr * lr_factor(cfg, step, used)
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+            rows = batches.rows(step)
+            t, eps = batches.t_and_noise(step, T, dim)
+            opt.zero_grad(set_to_none=True)
+            for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
+                part = slice(i * micro, (i + 1) * micro)
+                with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
+                    loss = simple_loss(forward, x[rows[part]], schedule, cfg.prediction_type,
+                                       t=t[part].to(device), eps=eps[part].to(device))
+                scaler.scale(loss.float().sum() / batches.local).backward()
+                log.add(loss.detach(), t[part])
+            scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            if not math.isfinite(grad_norm) and not scaler.is_enabled():  # fp16: the scaler skips such steps
+                raise TrainingError(diverged_message(run, step))
+            scaler.step(opt)
+            scaler.update()
+            ema.update()
+            step += 1
+            log.end_step(grad_norm)
+
+            now = time.perf_counter()
+            if step % cfg.log_every == 0:
+                row = log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
+                last_log = (now, step)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.0f}")
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+            bar.update((step if cfg.steps else min(int(now - start), bar.total)) - bar.n)
+            if signum := distributed.any_rank(procs, signals.received):
+                path = checkpoint() if step % cfg.checkpoint_every else last_checkpoint(run)
+                raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {path}; "
+                                  f"continue with: gaussdiff train --resume {run}", signum)
+        if log.steps:  # the last, partial interval
+            now = time.perf_counter()
+            log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
+        if procs.main:
+            data_name = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
+            SavedModel(ema.ema_model, schedule, cfg.prediction_type, transform, data_name).save(run / "model",
+                                                                                             online=model)
+    return run
