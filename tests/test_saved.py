@@ -62,7 +62,7 @@ def outputs(model, seed=1):
 def test_save_load_round_trip_is_bit_exact(tmp_path, prediction_type):
     model = tiny_model(prediction_type=prediction_type)
     folder = model.save(tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "scheduler_config.json"]
     loaded = load_model(folder)
     assert loaded.config() == model.config()
     assert json.loads((folder / "config.json").read_text()) == model.config()
@@ -282,7 +282,7 @@ def test_save_replaces_the_whole_folder(tmp_path):
     (folder / "stray.txt").write_text("from before")
     new = tiny_model(seed=5)
     new.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "scheduler_config.json"]
     assert torch.equal(outputs(load_model(folder)), outputs(new))
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 

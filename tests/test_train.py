@@ -49,7 +49,7 @@ def test_run_folder_layout(run):
     path, _ = run
     assert sorted(p.name for p in path.iterdir()) == ["checkpoints", "config.json", "metrics.jsonl", "model"]
     assert sorted(p.name for p in (path / "model").iterdir()) == ["config.json", "model.safetensors",
-                                                                   "online.safetensors"]
+                                                                   "online.safetensors", "scheduler_config.json"]
     assert not [p for p in path.rglob(".*")], "temporary files left behind"
 
 
@@ -116,7 +116,8 @@ def test_keep_checkpoints_bounds_the_folder(tmp_path):
 def test_exported_model_matches_the_config(run):
     path, cfg = run
     model = load_model(path)
-    assert model.network.config == dict(kind="mlp", dim=2, num_train_timesteps=50, width=32, depth=1, emb_dim=16)
+    assert model.network.config == dict(kind="mlp", dim=2, num_train_timesteps=50, width=32, depth=1, emb_dim=16,
+                                        learn_variance=False)
     assert model.schedule.T == 50 and model.prediction_type == cfg.prediction_type and model.data_name == "moons"
     assert model.transform.to_dict() == {"mean": [0.0, 0.0], "std": [1.0, 1.0]}
 

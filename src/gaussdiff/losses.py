@@ -1,16 +1,32 @@
-"""Training losses.
+"""Training losses and the loss-aware sampler of t.
 
 Simplified loss (Ho et al. eq. 14, for any parameterization):
     L_simple = E_{t ~ U{1..T}, x_0, eps} || target(x_0, eps, t) - net(x_t, t) ||^2
+The bound as a loss (Nichol & Dhariwal 2021, sec. 3.1), in bits/dim, with L_t the bound's term at t
+(``bound.vlb_terms``: L_{t-1} for t >= 2, the decoder's L_0 for t = 1):
+    L_vlb = sum_t L_t, estimated per sample by T L_t for t ~ U{1..T}
+    L_hybrid = L_simple + lambda L_vlb,   lambda = 0.001,
+where L_vlb sees the reverse mean under a stop-gradient, so that it trains only the learned variance
+(the mean is left to L_simple), as in improved-diffusion.
+Importance sampling of t (Nichol & Dhariwal sec. 3.3): p_t proportional to sqrt(E[L_t^2]) over the last
+10 losses at t, uniform until every t has 10, mixed with 1e-3 of the uniform law; the weights
+1 / (T p_t) keep the weighted loss an unbiased estimate of the uniform one.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from .bound import check_variance_type, model_mean, vlb_terms
 from .chain import q_sample
-from .param import training_target
+from .errors import InputError
+from .param import reverse_from_output, split_output, training_target
 from .schedule import NoiseSchedule
+
+LOSS_TYPES = ("simple", "hybrid", "vlb")
+HYBRID_LAMBDA = 1e-3
 
 
 def sample_t(batch: int, schedule: NoiseSchedule, generator=None, device=None) -> torch.Tensor:
@@ -18,15 +34,117 @@ def sample_t(batch: int, schedule: NoiseSchedule, generator=None, device=None) -
     return torch.randint(1, schedule.T + 1, (batch,), generator=generator, device=device)
 
 
-def simple_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, t=None, eps=None,
-                generator=None, **net_kwargs) -> torch.Tensor:
-    """Per-sample L_simple (B,), averaged over data dimensions; t and eps are drawn when not given."""
+def _noised(x0: torch.Tensor, schedule: NoiseSchedule, t, eps, generator):
+    """(t, eps, x_t), drawing t ~ U{1..T} and eps ~ N(0, I) where not given."""
     if t is None:
         t = sample_t(x0.shape[0], schedule, generator, x0.device)
     if eps is None:
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    alpha_bar = schedule.alpha_bar.to(x0.device)[t]
-    x_t = q_sample(x0, t, schedule, eps)
-    target = training_target(prediction_type, x0, eps, alpha_bar)
-    pred = net(x_t, t.to(x0.dtype), **net_kwargs)
+    return t, eps, q_sample(x0, t, schedule, eps)
+
+
+def _mean_square(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).flatten(1).mean(1)
+
+
+def simple_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, t=None, eps=None,
+                generator=None, **net_kwargs) -> torch.Tensor:
+    """Per-sample L_simple (B,), averaged over data dimensions; t and eps are drawn when not given."""
+    t, eps, x_t = _noised(x0, schedule, t, eps, generator)
+    target = training_target(prediction_type, x0, eps, schedule.alpha_bar.to(x0.device)[t])
+    return _mean_square(net(x_t, t.to(x0.dtype), **net_kwargs), target)
+
+
+def vlb_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+             prediction_type: str, variance_type: str, levels: int | None = None, lo=-1.0, hi=1.0) -> torch.Tensor:
+    """T L_t in bits/dim per sample (B,) for the network output ``out`` at (x_t, t): with t ~ U{1..T} an
+    unbiased estimate of L_vlb. ``levels`` (on [lo, hi]) picks the discretized decoder, None the continuous one."""
+    x0_hat, log_var = reverse_from_output(out.to(x0.dtype), x_t, t, schedule, prediction_type, variance_type)
+    nats = vlb_terms(x0, x_t, t, schedule, model_mean(x0_hat, x_t, t, schedule), log_var, levels, lo, hi)
+    return schedule.T * nats / (x0[0].numel() * math.log(2))
+
+
+def hybrid_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, target: torch.Tensor,
+                schedule: NoiseSchedule, prediction_type: str, levels: int | None = None, lo=-1.0, hi=1.0):
+    """(L_simple + lambda L_vlb, L_vlb) per sample (B,), from the output (prediction, variance values) of a
+    network with a variance head; L_vlb sees the prediction detached, so it moves only the variance."""
+    pred, var_out = split_output(out, x_t)
+    if var_out is None:
+        raise InputError("the hybrid loss needs a network with a variance head (learn_variance)")
+    frozen = torch.cat([pred.detach(), var_out], dim=1)
+    vlb = vlb_loss(frozen, x0, x_t, t, schedule, prediction_type, "learned_range", levels, lo, hi)
+    return _mean_square(pred, target) + HYBRID_LAMBDA * vlb, vlb
+
+
+def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, loss_type: str = "simple",
+                  variance_type: str = "fixed_small", t=None, eps=None, *, levels: int | None = None, lo=-1.0,
+                  hi=1.0, generator=None, **net_kwargs):
+    """One step's per-sample loss to backpropagate (B,) and the per-sample L_vlb estimate T L_t in bits/dim
+    (B,), detached (None for ``simple``), with one network call. ``simple`` trains the mean only (fixed
+    variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb."""
+    if loss_type not in LOSS_TYPES:
+        raise InputError(f"unknown loss_type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")
+    learned = check_variance_type(variance_type) == "learned_range"
+    if (loss_type == "simple" and learned) or (loss_type == "hybrid" and not learned):
+        raise InputError(f"loss_type {loss_type!r} does not go with variance_type {variance_type!r}: simple trains "
+                         "fixed variances, hybrid a learned_range one, vlb either")
+    t, eps, x_t = _noised(x0, schedule, t, eps, generator)
+    target = training_target(prediction_type, x0, eps, schedule.alpha_bar.to(x0.device)[t])
+    out = net(x_t, t.to(x0.dtype), **net_kwargs)
+    if loss_type == "simple":
+        return _mean_square(split_output(out, x_t)[0], target), None
+    if loss_type == "vlb":
+        vlb = vlb_loss(out, x0, x_t, t, schedule, prediction_type, variance_type, levels, lo, hi)
+        return vlb, vlb.detach()
+    loss, vlb = hybrid_loss(out, x0, x_t, t, target, schedule, prediction_type, levels, lo, hi)
+    return loss, vlb.detach()
+
+
+class ImportanceSampler:
+    """Draws t in 1..T with p_t proportional to sqrt(E[L_t^2]) over the last ``history`` losses seen at t
+    (uniform until every t has them), mixed with ``uniform_share`` of the uniform law (Nichol & Dhariwal)."""
+
+    def __init__(self, T: int, history: int = 10, uniform_share: float = 1e-3):
+        self.T, self.uniform_share = T, uniform_share
+        self.losses = torch.zeros(T, history, dtype=torch.float64)  # row t - 1: oldest first
+        self.counts = torch.zeros(T, dtype=torch.long)
+
+    def probabilities(self) -> torch.Tensor:
+        """p_t for t = 1..T, float64 (T,)."""
+        uniform = torch.full((self.T,), 1 / self.T, dtype=torch.float64)
+        if (self.counts < self.losses.shape[1]).any():
+            return uniform
+        w = self.losses.pow(2).mean(1).sqrt()
+        if not w.sum() > 0:  # every loss seen was 0
+            return uniform
+        return (1 - self.uniform_share) * w / w.sum() + self.uniform_share * uniform
+
+    def sample(self, batch: int, generator: torch.Generator | None = None):
+        """(t long (B,) in 1..T, importance weights 1 / (T p_t) float64 (B,))."""
+        p = self.probabilities()
+        i = torch.multinomial(p, batch, replacement=True, generator=generator)
+        return i + 1, 1 / (self.T * p[i])
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record the per-sample losses (B,) seen at t (B,), in order; each t keeps its last ``history``."""
+        losses = losses.detach().double().cpu()
+        if not torch.isfinite(losses).all():
+            raise InputError("the importance sampler got a non-finite loss")
+        H = self.losses.shape[1]
+        for ti, loss in zip(t.cpu().tolist(), losses.tolist()):
+            row, n = ti - 1, self.counts[ti - 1].item()
+            if n == H:
+                self.losses[row] = torch.roll(self.losses[row], -1)
+            self.losses[row, min(n, H - 1)] = loss
+            self.counts[row] = min(n + 1, H)
+
+    def state_dict(self) -> dict:
+        return {"losses": self.losses.clone(), "counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        losses, counts = state.get("losses"), state.get("counts")
+        if not (torch.is_tensor(losses) and torch.is_tensor(counts) and losses.shape == self.losses.shape
+                and counts.shape == self.counts.shape):
+            raise InputError(f"the importance sampler's state does not fit T = {self.T}, "
+                             f"history {self.losses.shape[1]}")
+        self.losses, self.counts = losses.double().clone(), counts.long().clone()

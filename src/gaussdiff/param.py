@@ -6,6 +6,9 @@ With x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps (write a = sqrt(abar), s = sqrt(1
     x_0 = a x_t - s v                eps = s x_t + a v
     score = grad log q(x_t) = -E[eps | x_t] / s
 Names follow diffusers' ``prediction_type``: ``epsilon``, ``sample`` (x_0) and ``v_prediction``.
+A network with a variance head outputs twice the channels of x_t on dim 1, (prediction, variance
+values), as diffusers' learned-variance models do; a reverse model adds the log-variance of
+p(x_{t-1} | x_t) to the denoiser: ``reverse_model(x_t, t) -> (x0_hat, log_var)``, integer t in 1..T.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .bound import check_variance_type, reverse_log_variance
 from .chain import _bcast
 from .errors import InputError
 from .schedule import NoiseSchedule
@@ -21,6 +25,7 @@ from .schedule import NoiseSchedule
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> x0_hat
+ReverseModel = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # -> (x0_hat, log_var)
 
 
 def check_prediction_type(prediction_type: str) -> str:
@@ -72,7 +77,66 @@ def as_denoiser(net: Callable, schedule: NoiseSchedule, prediction_type: str, **
 
     def denoiser(x_t: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).expand(x_t.shape[0])
-        pred = net(x_t, t.to(x_t.dtype), **net_kwargs)
+        pred = split_output(net(x_t, t.to(x_t.dtype), **net_kwargs), x_t)[0]
         return to_x0(prediction_type, pred, x_t, schedule.alpha_bar_at(t))
 
     return denoiser
+
+
+def split_output(out: torch.Tensor, x_t: torch.Tensor):
+    """(prediction, variance values) of a network with a variance head (2 C channels on dim 1 for x_t's C),
+    (out, None) of one without."""
+    C = x_t.shape[1]
+    if out.shape[1] == 2 * C and out.shape[2:] == x_t.shape[2:]:
+        return out[:, :C], out[:, C:]
+    return out, None
+
+
+def _integer_t(t, x_t: torch.Tensor, T: int) -> torch.Tensor:
+    """t (scalar or (B,)) as a long tensor (B,) on the CPU; InputError unless every t is an integer in 1..T."""
+    t = torch.as_tensor(t).detach().cpu()
+    if (t != t.round()).any() or (t < 1).any() or (t > T).any():
+        raise InputError(f"a reverse model takes integer t in 1..{T}")
+    return t.long().expand(x_t.shape[0])
+
+
+def _log_var_like(schedule: NoiseSchedule, t: torch.Tensor, variance_type: str, out, x_t: torch.Tensor):
+    return _bcast(reverse_log_variance(schedule, t, variance_type, out), x_t).expand_as(x_t)
+
+
+def reverse_from_output(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+                        prediction_type: str, variance_type: str):
+    """(x0_hat, log_var), both x_t's shape, from a network's output at (x_t, t), t a long tensor (B,) in 1..T;
+    ``learned_range`` reads the variance channels, which a net without a variance head lacks (InputError)."""
+    pred, var_out = split_output(out, x_t)
+    t = t.cpu()
+    x0_hat = to_x0(prediction_type, pred, x_t, schedule.alpha_bar[t])
+    return x0_hat, _log_var_like(schedule, t, variance_type, var_out, x_t)
+
+
+def as_reverse_model(net: Callable, schedule: NoiseSchedule, prediction_type: str,
+                     variance_type: str = "fixed_small", **net_kwargs) -> ReverseModel:
+    """Wrap ``net(x_t, t, **net_kwargs)`` into ``reverse_model(x_t, t) -> (x0_hat, log_var)``."""
+    check_prediction_type(prediction_type)
+    check_variance_type(variance_type)
+
+    def reverse_model(x_t: torch.Tensor, t):
+        t = _integer_t(t, x_t, schedule.T)
+        out = net(x_t, t.to(device=x_t.device, dtype=x_t.dtype), **net_kwargs)
+        return reverse_from_output(out, x_t, t, schedule, prediction_type, variance_type)
+
+    return reverse_model
+
+
+def with_fixed_variance(denoiser: Denoiser, schedule: NoiseSchedule,
+                        variance_type: str = "fixed_small") -> ReverseModel:
+    """A reverse model from a plain denoiser (e.g. the mixture oracle) and a fixed variance type."""
+    if check_variance_type(variance_type) == "learned_range":
+        raise InputError("a plain denoiser has no variance head; learned_range needs a network with one")
+
+    def reverse_model(x_t: torch.Tensor, t):
+        t = _integer_t(t, x_t, schedule.T)
+        x0_hat = denoiser(x_t, t.to(device=x_t.device, dtype=torch.float64))
+        return x0_hat, _log_var_like(schedule, t, variance_type, None, x_t)
+
+    return reverse_model

@@ -20,10 +20,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .bound import check_variance_type
 from .data import Standardize
+from .diffusers_config import write_scheduler_config
 from .errors import InputError
 from .nets import build_network
-from .param import Denoiser, as_denoiser, check_prediction_type
+from .param import Denoiser, ReverseModel, as_denoiser, as_reverse_model, check_prediction_type
 from .schedule import NoiseSchedule, schedule_from_config
 
 FORMAT = "gaussdiff-model"
@@ -38,9 +40,19 @@ class SavedModel:
     prediction_type: str
     transform: Standardize
     data_name: str
+    variance_type: str = "fixed_small"  # of p(x_{t-1} | x_t): fixed_small, fixed_large or learned_range
+
+    def __post_init__(self):
+        check_variance_type(self.variance_type)
+        if self.variance_type == "learned_range" and not getattr(self.network, "config", {}).get("learn_variance"):
+            raise InputError("variance_type learned_range needs a network with a variance head (learn_variance)")
 
     def denoiser(self) -> Denoiser:
         return as_denoiser(self.network, self.schedule, self.prediction_type)
+
+    def reverse_model(self) -> ReverseModel:
+        """(x_t, t) -> (x0_hat, log_var) with the model's own reverse variance (integer t in 1..T)."""
+        return as_reverse_model(self.network, self.schedule, self.prediction_type, self.variance_type)
 
     def config(self) -> dict:
         return {
@@ -50,6 +62,7 @@ class SavedModel:
             "network": self.network.config,
             "scheduler": self.schedule.config,
             "prediction_type": self.prediction_type,
+            "variance_type": self.variance_type,
             "data": {"name": self.data_name, "transform": self.transform.to_dict()},
         }
 
@@ -61,6 +74,8 @@ class SavedModel:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             (tmp / "config.json").write_text(json.dumps(self.config(), indent=2))
+            # The schedule as diffusers reads it: DDPMScheduler.from_pretrained(folder) works.
+            write_scheduler_config(tmp, self.schedule, self.prediction_type, variance_type=self.variance_type)
             save_file(_state(self.network), tmp / WEIGHT_FILES["ema"])
             if online is not None:
                 save_file(_state(online), tmp / WEIGHT_FILES["online"])
@@ -126,13 +141,14 @@ def load_model(path, weights: str = "ema") -> SavedModel:
         prediction_type = check_prediction_type(config["prediction_type"])
         transform = Standardize.from_dict(config["data"]["transform"])
         data_name = str(config["data"]["name"])
+        variance_type = config.get("variance_type", "fixed_small")  # absent: older files
     except (KeyError, TypeError) as e:
         raise InputError(f"{folder / 'config.json'} lacks or mistypes field {e}") from None
     _load_weights(network, folder / WEIGHT_FILES[weights])
     if network.config["dim"] != transform.dim:
         raise InputError(f"{folder}: network dimension {network.config['dim']} != data dimension {transform.dim}")
     network.eval().requires_grad_(False)
-    return SavedModel(network, schedule, prediction_type, transform, data_name)
+    return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type)
 
 
 def _load_weights(network: nn.Module, file: Path) -> None:

@@ -24,17 +24,19 @@ class ResidualBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """forward(x_t (B, D), t (B,), cond=None) -> (B, D): the eps, x_0 or v prediction."""
+    """forward(x_t (B, D), t (B,), cond=None) -> (B, D): the eps, x_0 or v prediction; with
+    ``learn_variance`` (B, 2 D): the prediction, then the values v of the learned-range variance."""
 
-    def __init__(self, dim: int, num_train_timesteps: int, width: int = 256, depth: int = 3, emb_dim: int = 128):
+    def __init__(self, dim: int, num_train_timesteps: int, width: int = 256, depth: int = 3, emb_dim: int = 128,
+                 learn_variance: bool = False):
         super().__init__()
         self.config = dict(kind="mlp", dim=dim, num_train_timesteps=num_train_timesteps, width=width, depth=depth,
-                           emb_dim=emb_dim)
+                           emb_dim=emb_dim, learn_variance=learn_variance)
         self.time = nn.Sequential(SinusoidalEmbedding(emb_dim, num_train_timesteps), nn.Linear(emb_dim, emb_dim),
                                   nn.SiLU())
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(ResidualBlock(width, emb_dim) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 2 * dim if learn_variance else dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         emb = self.time(t)

@@ -4,7 +4,14 @@ From x_T ~ N(0, I), for each pair t > s of the grid, draw x_s from
     p(x_s | x_t) = N(c_0 x0_hat(x_t, t) + c_t x_t, sigma^2 I)
 with (c_0, c_t) the posterior coefficients of q(x_s | x_t, x_0) and the reverse variance either
     beta_tilde = (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s)   (posterior variance), or
-    beta       = 1 - abar_t / abar_s                                (Ho et al.'s sigma^2 = beta_t).
+    beta       = 1 - abar_t / abar_s                                (Ho et al.'s sigma^2 = beta_t), or
+    learned    the model's own: ``denoiser`` is then a reverse model (x_t, t) -> (x0_hat, log_var) on an
+               integer grid, and a step t -> s takes the fraction v of its log variance between the
+               full chain's log beta_tilde_t and log beta_t to the step's own pair (Nichol & Dhariwal's
+               learned range, respaced as improved-diffusion and diffusers do):
+               sigma^2 = exp(v log beta + (1 - v) log beta_tilde),
+               v = (log_var - log beta_tilde_t) / (log beta_t - log beta_tilde_t);
+               on the full grid sigma^2 = exp(log_var).
 On the full grid T, T-1, ..., 0 this is DDPM's Algorithm 2; on a sub-grid it is respaced DDPM.
 The last step, to t = 0, returns the mean (no noise is added to the output).
 """
@@ -13,16 +20,36 @@ from __future__ import annotations
 
 import torch
 
+from ..bound import reverse_log_variance
 from ..chain import posterior_coefficients
 from ..errors import InputError
-from ..param import Denoiser
+from ..param import Denoiser, ReverseModel
 from ..schedule import NoiseSchedule
 from .grids import check_grid
 
-VARIANCES = ("beta_tilde", "beta")
+VARIANCES = ("beta_tilde", "beta", "learned")
 
 
-def ddpm(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
+def _learned_variance(log_var: torch.Tensor, schedule: NoiseSchedule, t, beta: torch.Tensor,
+                      beta_tilde: torch.Tensor) -> torch.Tensor:
+    """sigma^2 of a step t -> s from the model's log_var at t (see module doc); beta, beta_tilde of the step."""
+    log_small, log_large = (reverse_log_variance(schedule, round(float(t)), kind).to(log_var)
+                            for kind in ("fixed_small", "fixed_large"))
+    v = (log_var - log_small) / (log_large - log_small)
+    return torch.exp(v * torch.log(beta).to(log_var) + (1 - v) * torch.log(beta_tilde).to(log_var))
+
+
+def _reverse_output(out, variance: str):
+    """(x0_hat, log_var or None) from what ``denoiser`` returned."""
+    if variance != "learned":
+        return out, None
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise InputError("variance='learned' needs a reverse model (x_t, t) -> (x0_hat, log_var), "
+                         "e.g. SavedModel.reverse_model() of a model with a variance head")
+    return out
+
+
+def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
          variance: str = "beta_tilde", callback=None) -> torch.Tensor:
     """Ancestral sampling over ``grid``; ``callback(t, x)`` sees every intermediate state."""
     if variance not in VARIANCES:
@@ -32,10 +59,13 @@ def ddpm(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
     for t, s in zip(grid[:-1], grid[1:]):
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
         c0, ct, var = posterior_coefficients(ab_t, ab_s)
-        x0_hat = denoiser(x, t)
+        x0_hat, log_var = _reverse_output(denoiser(x, t), variance)
         x = c0.to(x.dtype) * x0_hat + ct.to(x.dtype) * x
         if s > 0:
-            var = var if variance == "beta_tilde" else 1 - ab_t / ab_s
+            if variance == "beta":
+                var = 1 - ab_t / ab_s
+            elif variance == "learned":
+                var = _learned_variance(log_var, schedule, t, 1 - ab_t / ab_s, var)
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = x + var.sqrt().to(x.dtype) * noise
         if callback is not None:
