@@ -34,13 +34,14 @@ def test_timestep_grid_reproduces_diffusers_set_timesteps(T, K, spacing):
     ref = diffusers.DDPMScheduler(num_train_timesteps=T, timestep_spacing=spacing)
     ref.set_timesteps(K)
     expected = np.concatenate([ref.timesteps.numpy().astype(np.float64) + 1, [0.0]])  # our t = i + 1, then 0
-    grid = timestep_grid(T, K, spacing)
+    grid = timestep_grid(make_schedule("linear", T), K, spacing)
     assert grid.dtype == torch.float64 and grid.shape == (K + 1,)
     np.testing.assert_array_equal(grid.numpy(), expected)
 
 
 def test_full_trailing_grid_is_every_t():
-    np.testing.assert_array_equal(timestep_grid(20, 20, "trailing").numpy(), np.arange(20, -1, -1))
+    grid = timestep_grid(make_schedule("linear", 20), 20, "trailing")
+    np.testing.assert_array_equal(grid.numpy(), np.arange(20, -1, -1))
 
 
 @pytest.mark.parametrize("grid", [[5, 5, 0], [3, 4, 0], [5, 3, 1], [11, 5, 0], [math.nan, 0], [math.inf, 0],
@@ -59,14 +60,14 @@ def test_check_grid_accepts_fractional_decreasing_grids():
 def test_bad_steps_spacing_sampler_and_variance_are_rejected():
     for steps in (0, 11, 2.0, True):
         with pytest.raises(InputError):
-            timestep_grid(10, steps)
+            timestep_grid(make_schedule("linear", 10), steps)
     with pytest.raises(InputError):
-        timestep_grid(10, 5, "uniform")
+        timestep_grid(make_schedule("linear", 10), 5, "uniform")
     with pytest.raises(InputError):
         get_sampler("dpm++")
     s = make_schedule("linear", 10)
     with pytest.raises(InputError):
-        ddpm(lambda x, t: x, torch.zeros(2, 2), s, timestep_grid(10, 10), variance="learned")
+        ddpm(lambda x, t: x, torch.zeros(2, 2), s, timestep_grid(s, 10), variance="learned")
 
 
 # --- one reverse step ----------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def test_generate_is_ddpm_from_a_standard_normal_draw():
                    variance="beta")
     g = torch.Generator().manual_seed(2)
     x_T = torch.randn((16, 2), generator=g, dtype=torch.float32)
-    ref = ddpm(den, x_T, s, timestep_grid(30, 10, "leading"), generator=g, variance="beta")
+    ref = ddpm(den, x_T, s, timestep_grid(s, 10, "leading"), generator=g, variance="beta")
     assert out.dtype == torch.float32 and out.shape == (16, 2)
     assert torch.equal(out, ref)
 
@@ -160,7 +161,7 @@ def test_ddpm_output_has_the_exact_law_for_gaussian_data(variance, steps):
     s = make_schedule("linear", 200, beta_start=5e-4, beta_end=0.1)
     mu, sig = 0.8, 0.3
     gm = GaussianMixture([1.0], [[mu]], [[[sig**2]]])
-    grid = timestep_grid(200, steps, "trailing")
+    grid = timestep_grid(s, steps, "trailing")
     M, V = gaussian_ddpm_output_law(s.betas.numpy(), [int(t) for t in grid], mu, sig**2, variance)
     n = 20_000
     x = ddpm(gm.denoiser(s), torch.randn(n, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64),

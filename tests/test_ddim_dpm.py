@@ -46,7 +46,8 @@ def flow_law(schedule):
 
 def affine_law(fn, den, schedule, K):
     """(mean, sd) of a deterministic sampler's output for x_T ~ N(0, 1), from its affine map."""
-    out = fn(den, torch.tensor([[0.0], [1.0]], dtype=torch.float64), schedule, timestep_grid(T, K, "trailing"))[:, 0]
+    grid = timestep_grid(schedule, K, "trailing")
+    out = fn(den, torch.tensor([[0.0], [1.0]], dtype=torch.float64), schedule, grid)[:, 0]
     return out[0].item(), (out[1] - out[0]).item()
 
 
@@ -115,7 +116,7 @@ def run_diffusers(ref, x_T, **step_kw):
 def run_ours(fn, linear, x_T, K):
     den = as_denoiser(lambda x, t: fake_eps(x, (t - 1)[:, None]), linear, "epsilon")  # our t = i + 1
     traj = []
-    fn(den, x_T.clone(), linear, timestep_grid(T, K, "trailing"), callback=lambda s, x: traj.append(x))
+    fn(den, x_T.clone(), linear, timestep_grid(linear, K, "trailing"), callback=lambda s, x: traj.append(x))
     return traj
 
 
@@ -137,7 +138,7 @@ def test_ddim_matches_diffusers(linear, K):
     # checks the algorithm. Its DDIM step then runs in float64; measured max difference 3e-13.
     ref.alphas_cumprod = linear.alpha_bar[1:].clone()
     ref.set_timesteps(K)
-    assert np.array_equal(ref.timesteps.numpy() + 1, timestep_grid(T, K, "trailing")[:-1].numpy())
+    assert np.array_equal(ref.timesteps.numpy() + 1, timestep_grid(linear, K, "trailing")[:-1].numpy())
     x_T = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     theirs, ours = run_diffusers(ref, x_T, eta=0.0), run_ours(ddim, linear, x_T, K)
     assert len(theirs) == len(ours) == K
@@ -158,7 +159,7 @@ def test_dpmpp_2m_matches_diffusers(linear, K):
                                                 **CFG)
     ref.alphas_cumprod = linear.alpha_bar[1:].clone()  # float64 table, as for DDIM
     ref.set_timesteps(K)
-    assert np.array_equal(ref.timesteps.numpy() + 1, timestep_grid(T, K, "trailing")[:-1].numpy())
+    assert np.array_equal(ref.timesteps.numpy() + 1, timestep_grid(linear, K, "trailing")[:-1].numpy())
     x_T = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     theirs, ours = run_diffusers(ref, x_T), run_ours(dpmpp_2m, linear, x_T, K)
     assert len(theirs) == len(ours) == K
@@ -179,12 +180,12 @@ def test_ddim_inversion_round_trip(linear, gauss):
     x0 = gauss.sample(2000, generator=torch.Generator().manual_seed(5))
     errs = []
     for K in (100, 200):
-        grid = timestep_grid(T, K, "trailing")
+        grid = timestep_grid(linear, K, "trailing")
         x_T = ddim_invert(den, x0, linear, grid)
         assert torch.equal(x_T, ddim_invert(den, x0, linear, grid))  # deterministic
         errs.append((ddim(den, x_T, linear, grid) - x0).abs().max().item())
     assert errs[0] <= 0.1 and 1.7 < errs[0] / errs[1] < 2.3, errs
-    grid = timestep_grid(T, 100, "trailing")
+    grid = timestep_grid(linear, 100, "trailing")
     back = ddim(den, ddim_invert(den, x0, linear, grid, fixed_point_iters=3), linear, grid)
     assert (back - x0).abs().max().item() <= 1e-4
 
@@ -196,7 +197,7 @@ def test_ddim_eta_one_is_ddpm_with_posterior_variance(linear, gauss):
     is drawn in the same order, so with one seed the two samplers agree to float64 rounding (1e-10)."""
     den = gauss.denoiser(linear)
     x_T = torch.randn(100, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    grid = timestep_grid(T, 20, "trailing")
+    grid = timestep_grid(linear, 20, "trailing")
     a = ddim(den, x_T, linear, grid, eta=1.0, generator=torch.Generator().manual_seed(2))
     b = ddpm(den, x_T, linear, grid, variance="beta_tilde", generator=torch.Generator().manual_seed(2))
     assert (a - b).abs().max().item() <= 1e-10
@@ -207,12 +208,12 @@ def test_bad_input_is_rejected(linear):
     x = torch.zeros(2, 1)
     for eta in (-0.1, math.nan, math.inf, "1"):
         with pytest.raises(InputError):
-            ddim(den, x, linear, timestep_grid(T, 10), eta=eta)
+            ddim(den, x, linear, timestep_grid(linear, 10), eta=eta)
     for fn in (ddim, dpmpp_2m, ddim_invert):
         with pytest.raises(InputError):
             fn(den, x, linear, [10, 10, 0])
     with pytest.raises(InputError):
-        ddim_invert(den, x, linear, timestep_grid(T, 10), fixed_point_iters=-1)
+        ddim_invert(den, x, linear, timestep_grid(linear, 10), fixed_point_iters=-1)
 
 
 @pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
@@ -223,7 +224,7 @@ def test_no_nan_at_one_step_and_at_every_step(gauss, beta_schedule, K):
     s = make_schedule(beta_schedule, T)
     den = gauss.denoiser(s)
     x_T = torch.randn(256, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    grid = timestep_grid(T, K, "trailing")
+    grid = timestep_grid(s, K, "trailing")
     outs = [ddim(den, x_T, s, grid), dpmpp_2m(den, x_T, s, grid),
             ddim(den, x_T, s, grid, eta=0.5, generator=torch.Generator().manual_seed(4)),
             ddim_invert(den, gauss.sample(256, generator=torch.Generator().manual_seed(6)), s, grid)]

@@ -32,7 +32,7 @@ def backward_states(model: SavedModel, n: int, times: list[int], generator) -> l
         if int(t) in times:
             keep[int(t)] = x.clone()
 
-    ddpm(model.denoiser(), x_T, model.schedule, timestep_grid(model.schedule.T, model.schedule.T), generator=generator,
+    ddpm(model.denoiser(), x_T, model.schedule, timestep_grid(model.schedule, model.schedule.T), generator=generator,
          callback=record)
     return [(t, keep[t]) for t in sorted(keep, reverse=True)]
 

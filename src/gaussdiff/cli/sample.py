@@ -8,11 +8,12 @@ import torch
 from tqdm import tqdm
 
 from ..data import check_output_path, save_array
-from ..samplers import generate, get_sampler
+from ..samplers import SPACINGS, generate, get_sampler
 from ..saved import load_model
 from .common import HelpFormatter, positive
 
-SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": ()}  # which flags each sampler takes
+SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": (), "dpmpp_3m": (), "euler": (),
+                   "heun": (), "pf_ode": ("rtol", "atol")}  # which flags each sampler takes
 
 
 def add_parser(sub) -> None:
@@ -22,9 +23,14 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output file, .npy or .csv, in the data's own units")
     p.add_argument("--sampler", default="ddpm", help=f"sampler: {', '.join(SAMPLER_OPTIONS)}")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: T)")
-    p.add_argument("--spacing", default="trailing", help="timestep spacing: linspace, leading or trailing")
+    p.add_argument("--spacing", default="trailing", help=f"timestep spacing: {', '.join(SPACINGS)}")
+    p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
+    p.add_argument("--sigma-min", type=float, default=None,
+                   help="karras and log_snr spacings: the last noise level before 0 (default: sigma at t = 1)")
     p.add_argument("--variance", default="beta_tilde", help="ddpm's reverse variance: beta_tilde or beta")
     p.add_argument("--eta", type=float, default=0.0, help="ddim's noise scale (0: deterministic, 1: ddpm)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="pf_ode's relative tolerance (adaptive dopri5)")
+    p.add_argument("--atol", type=float, default=1e-5, help="pf_ode's absolute tolerance (adaptive dopri5)")
     p.add_argument("--weights", default="ema", help="ema or online")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--batch-size", type=int, default=10_000, help="samples drawn at once")
@@ -52,6 +58,7 @@ def run(args) -> None:
         size = min(args.batch_size, args.num_samples - start)
         chunks.append(generate(model.denoiser(), (size, model.transform.dim), model.schedule, sampler=args.sampler,
                                steps=args.steps, spacing=args.spacing, generator=generator,
+                               grid_options={"rho": args.rho, "sigma_min": args.sigma_min},
                                callback=lambda t, x: bar.update(), **options))
     bar.close()
     save_array(out, model.transform.inverse(torch.cat(chunks).double()))  # float64: large offsets keep their digits

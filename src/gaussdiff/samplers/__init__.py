@@ -13,10 +13,13 @@ from ..param import Denoiser
 from ..schedule import NoiseSchedule
 from .ancestral import ddpm
 from .ddim import ddim, ddim_invert
-from .dpm_solver import dpmpp_2m
+from .dpm_solver import dpmpp_2m, dpmpp_3m
 from .grids import SPACINGS, check_grid, timestep_grid
+from .karras import euler, heun
+from .ode import pf_ode
 
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2m}
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m, "euler": euler, "heun": heun,
+            "pf_ode": pf_ode}
 
 
 def get_sampler(name: str):
@@ -26,12 +29,15 @@ def get_sampler(name: str):
 
 
 def generate(denoiser: Denoiser, shape, schedule: NoiseSchedule, *, sampler: str = "ddpm", steps: int | None = None,
-             spacing: str = "trailing", generator=None, device=None, dtype=torch.float32, **options) -> torch.Tensor:
-    """Draw x_T ~ N(0, I) of ``shape`` and run a named sampler on a grid of ``steps`` (default T)."""
+             spacing: str = "trailing", grid_options: dict | None = None, generator=None, device=None,
+             dtype=torch.float32, **options) -> torch.Tensor:
+    """Draw x_T ~ N(0, I) of ``shape`` and run a named sampler on a grid of ``steps`` (default T);
+    ``grid_options`` go to :func:`timestep_grid` (rho, sigma_min), ``options`` to the sampler."""
     fn = get_sampler(sampler)
-    grid = timestep_grid(schedule.T, schedule.T if steps is None else steps, spacing)
+    grid = timestep_grid(schedule, schedule.T if steps is None else steps, spacing, **(grid_options or {}))
     x_T = torch.randn(shape, generator=generator, dtype=dtype, device=device)
     return fn(denoiser, x_T, schedule, grid, generator=generator, **options)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpmpp_2m", "generate", "get_sampler", "check_grid", "timestep_grid"]
+__all__ = ["SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpmpp_2m", "dpmpp_3m", "euler", "generate",
+           "get_sampler", "check_grid", "heun", "pf_ode", "timestep_grid"]

@@ -1,13 +1,22 @@
-"""DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): multistep, data-prediction form.
+"""DPM-Solver++ (Lu et al. 2022, "DPM-Solver++", Algorithm 2, and its third-order multistep analogue):
+multistep, data-prediction (x0) form.
 
 With alpha = sqrt(abar), sigma = sqrt(1 - abar) and lambda = log(alpha / sigma) (half the log-SNR),
-the probability-flow ODE in x0-prediction form is solved exactly in its linear part:
-    x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D,   h = lambda_s - lambda_t > 0,
-with D = x0_hat(x_t, t) on the first step (first order: this is DDIM), and afterwards the
-second-order multistep estimate
-    D = (1 + 1 / (2r)) x0_t - 1 / (2r) x0_prev,   r = h_prev / h,
-from the current and the previous denoiser outputs. The last step goes to t = 0, where sigma = 0,
-lambda = +inf, h = +inf: the update's limit is x_0 = x0_hat of the last evaluation (first order
+the probability-flow ODE in x0-prediction form is solved exactly in its linear part; a step from t to
+s < t, h = lambda_s - lambda_t > 0, integrates a polynomial through the last denoiser outputs m0 (at t),
+m1, m2 (at the previous grid times; r_k = h_k / h with h_k the earlier steps in lambda):
+    x_s = (sigma_s / sigma_t) x_t + alpha_s integral_0^h e^(u-h) x0(lambda_t + u) du,
+    x0(lambda_t + u) ~ D0 + (u/h) D1 + (u/h)^2 D2,   phi_(k+1) = integral_0^h e^(u-h) (u/h)^k du:
+    phi1 = 1 - e^-h,   phi2 = 1 - phi1 / h,   phi3 = 1 - 2 phi2 / h.
+order 1 (DDIM):  alpha_s phi1 m0;
+order 2 (2M):    alpha_s phi1 (m0 + (m0 - m1) / (2 r0))       (Algorithm 2, diffusers' 'midpoint');
+order 3 (3M):    alpha_s (phi1 D0 + phi2 D1 + phi3 D2),  D0 = m0,  D1 = d0 + r0 / (r0 + r1) (d0 - d1),
+                 D2 = (d0 - d1) / (r0 + r1),  d0 = (m0 - m1) / r0,  d1 = (m1 - m2) / r1
+                 (D1 = h x0', D2 = h^2 x0'' / 2 up to O(h^3)). diffusers, k-diffusion and the reference
+                 DPM-Solver code weight this D2 by 1/2 - phi2 / h, half of phi3, which makes their 3M second
+                 order (docs/samplers.md); phi3 here is the exact integral, and the method third order.
+A solver of order k starts at order 1 and rises by one per step as outputs accumulate. The last step
+goes to t = 0, where sigma = 0, lambda = +inf, h = +inf: the update's limit is x_0 = m0 (first order
 there, as diffusers' final_sigmas_type='zero' does), computed directly so no inf or NaN appears.
 Coefficients are float64 scalars, cast to x's dtype when applied.
 """
@@ -28,28 +37,56 @@ def _alpha_sigma_lambda(schedule: NoiseSchedule, t):
     return torch.exp(0.5 * log_ab), torch.exp(0.5 * log_var), 0.5 * (log_ab - log_var)
 
 
-def dpmpp_2m(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-             callback=None) -> torch.Tensor:
-    """DPM-Solver++(2M) over ``grid`` (deterministic; ``generator`` is unused). One call per step."""
+def _x0_integral(history, lam_s, x: torch.Tensor) -> torch.Tensor:
+    """The integral term (module doc) over alpha_s, from ``history`` [(lambda, x0_hat), ...], newest last;
+    its length is the order."""
+    lam_t, m0 = history[-1]
+    h = lam_s - lam_t
+    phi1 = -torch.expm1(-h)  # 1 - e^-h
+    c = lambda v: v.to(x.dtype)  # noqa: E731 (float64 coefficient -> x's dtype)
+    if len(history) == 1:
+        return c(phi1) * m0
+    lam_1, m1 = history[-2]
+    r0 = (lam_t - lam_1) / h
+    if len(history) == 2:
+        return c(phi1) * (m0 + c(1 / (2 * r0)) * (m0 - m1))
+    lam_2, m2 = history[-3]
+    r1 = (lam_1 - lam_2) / h
+    phi2 = 1 - phi1 / h
+    phi3 = 1 - 2 * phi2 / h
+    d0, d1 = c(1 / r0) * (m0 - m1), c(1 / r1) * (m1 - m2)
+    D1 = d0 + c(r0 / (r0 + r1)) * (d0 - d1)
+    D2 = c(1 / (r0 + r1)) * (d0 - d1)
+    return c(phi1) * m0 + c(phi2) * D1 + c(phi3) * D2
+
+
+def _multistep(order: int, denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
+               callback) -> torch.Tensor:
+    """DPM-Solver++ of ``order`` over ``grid``: one denoiser call per step."""
     grid = check_grid(grid, schedule.T)
     x = x_T
-    x0_prev, h_prev = None, None
+    history = []  # (lambda, x0_hat) at the last `order` grid times
     for t, s in zip(grid[:-1], grid[1:]):
         x0_t = denoiser(x, t)
         if s > 0:
             _, sigma_t, lam_t = _alpha_sigma_lambda(schedule, t)
             alpha_s, sigma_s, lam_s = _alpha_sigma_lambda(schedule, s)
-            h = lam_s - lam_t
-            if x0_prev is None:
-                D = x0_t  # first step: first order
-            else:
-                c = 1 / (2 * (h_prev / h))  # 1 / (2r)
-                D = (1 + c).to(x.dtype) * x0_t - c.to(x.dtype) * x0_prev
-            # x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - exp(-h)) D; -expm1(-h) = 1 - exp(-h)
-            x = (sigma_s / sigma_t).to(x.dtype) * x + (alpha_s * -torch.expm1(-h)).to(x.dtype) * D
-            x0_prev, h_prev = x0_t, h
+            history = (history + [(lam_t, x0_t)])[-order:]
+            x = (sigma_s / sigma_t).to(x.dtype) * x + alpha_s.to(x.dtype) * _x0_integral(history, lam_s, x)
         else:
             x = x0_t  # the limit h -> inf: sigma_s = 0, alpha_s = 1, exp(-h) = 0
         if callback is not None:
             callback(s, x)
     return x
+
+
+def dpmpp_2m(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
+             callback=None) -> torch.Tensor:
+    """DPM-Solver++(2M) over ``grid`` (deterministic; ``generator`` is unused). One call per step."""
+    return _multistep(2, denoiser, x_T, schedule, grid, callback)
+
+
+def dpmpp_3m(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
+             callback=None) -> torch.Tensor:
+    """DPM-Solver++(3M) over ``grid`` (deterministic; ``generator`` is unused). One call per step."""
+    return _multistep(3, denoiser, x_T, schedule, grid, callback)

@@ -1,33 +1,97 @@
 """Step grids: strictly decreasing sequences of t (our index) that end at t = 0.
 
-``linspace``, ``leading`` and ``trailing`` reproduce diffusers' ``timestep_spacing`` for K steps
-(diffusers' timestep i is our t = i + 1), followed by a final step to t = 0.
+Integer grids (K <= T steps, t in {1, ..., T}):
+- ``linspace``, ``leading``, ``trailing`` reproduce diffusers' ``timestep_spacing`` for K steps
+  (diffusers' timestep i is our t = i + 1), except where diffusers' trailing grid has K + 1 entries, the
+  last at timestep -1 (T = 1000, K = 61, 103, ...: its float arange overshoots); ours keeps the first K;
+- ``quadratic``: t_i = max(round(T (i/K)^2), i) for i = K, ..., 1: DDIM's quadratic selection (Song et
+  al. 2021, appendix D.2: tau_i = floor(c i^2)) with c = T / K^2 so that it reaches t = T; rounded to the
+  nearest integer (half to even) rather than floored, and kept >= i so that the K times stay distinct where
+  the squares crowd closer than 1 apart (K > sqrt(T)).
+Noise-level grids (fractional t, any K >= 1: they never collide, so K may exceed T):
+- ``log_snr``: uniform in log-SNR (= -2 log sigma) from t = T down to sigma_min;
+- ``karras``: EDM's rho-ramp (Karras et al. 2022, eq. 5)
+  sigma_i = (sigma_max^(1/rho) + i/(K-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  i = 0..K-1,
+  rho = 7 by default, sigma_max = sigma(T);
+  both in sigma = sqrt((1 - abar) / abar) with sigma_min = sigma(1) unless given, mapped to t by
+  ``schedule.t_of_sigma``.
+Every grid then takes a final step to t = 0.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..schedule import NoiseSchedule
 
-SPACINGS = ("linspace", "leading", "trailing")
+INTEGER_SPACINGS = ("linspace", "leading", "trailing", "quadratic")
+NOISE_LEVEL_SPACINGS = ("log_snr", "karras")
+SPACINGS = INTEGER_SPACINGS + NOISE_LEVEL_SPACINGS
+DEFAULT_RHO = 7.0
 
 
-def timestep_grid(T: int, steps: int, spacing: str = "trailing") -> torch.Tensor:
-    """K = ``steps`` network evaluations from t <= T down to 0; float64 (K + 1,)."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
-        raise InputError(f"steps must be an integer in [1, {T}], got {steps!r}")
-    if spacing == "linspace":
-        ts = np.linspace(0, T - 1, steps).round()[::-1]
-    elif spacing == "leading":
-        ts = (np.arange(steps) * (T // steps)).round()[::-1]
-    elif spacing == "trailing":
-        ts = np.round(np.arange(T, 0, -T / steps)) - 1
-    else:
+def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "trailing", *, rho: float | None = None,
+                  sigma_min: float | None = None) -> torch.Tensor:
+    """K = ``steps`` network evaluations from t <= T down to 0; float64 (K + 1,).
+
+    ``rho`` (karras) and ``sigma_min`` (karras, log_snr) shape the noise-level grids only."""
+    if spacing not in SPACINGS:
         raise InputError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
-    grid = torch.cat([torch.as_tensor(ts.copy(), dtype=torch.float64) + 1, torch.zeros(1, dtype=torch.float64)])
-    return check_grid(grid, T)
+    if rho is not None and spacing != "karras":
+        raise InputError("rho applies to the karras spacing only")
+    if sigma_min is not None and spacing not in NOISE_LEVEL_SPACINGS:
+        raise InputError(f"sigma_min applies to the {' and '.join(NOISE_LEVEL_SPACINGS)} spacings only")
+    T = schedule.T
+    if spacing in INTEGER_SPACINGS:
+        _check_steps(steps, T)
+        ts = torch.as_tensor(_integer_times(T, steps, spacing), dtype=torch.float64)
+    else:
+        _check_steps(steps, None)
+        ts = schedule.t_of_sigma(_noise_levels(schedule, steps, spacing, rho, sigma_min))
+    return check_grid(torch.cat([ts, ts.new_zeros(1)]), T)
+
+
+def _check_steps(steps, T: int | None) -> None:
+    """steps is an integer >= 1, and <= T where T is given (integer grids)."""
+    is_int = isinstance(steps, (int, np.integer)) and not isinstance(steps, bool)
+    if not (is_int and 1 <= steps and (T is None or steps <= T)):
+        allowed = "an integer >= 1" if T is None else f"an integer in [1, {T}]"
+        raise InputError(f"steps must be {allowed}, got {steps!r}")
+
+
+def _integer_times(T: int, K: int, spacing: str) -> np.ndarray:
+    """The K decreasing integer times in [1, T] of an integer spacing."""
+    if spacing == "quadratic":
+        i = np.arange(K, 0, -1)
+        return np.maximum(np.round(T * (i / K) ** 2), i)
+    if spacing == "linspace":
+        ts = np.linspace(0, T - 1, K).round()[::-1]
+    elif spacing == "leading":
+        ts = (np.arange(K) * (T // K)).round()[::-1]
+    else:  # trailing; [:K]: at some K (61, 103, ... for T = 1000) the float arange has a K+1-th entry ~1e-13
+        ts = np.round(np.arange(T, 0, -T / K))[:K] - 1
+    return ts.copy() + 1  # diffusers' timestep i is our t = i + 1
+
+
+def _noise_levels(schedule: NoiseSchedule, K: int, spacing: str, rho, sigma_min) -> torch.Tensor:
+    """K decreasing sigmas from sigma(T) to sigma_min (module doc), float64."""
+    sigma_max = schedule.sigma_at(schedule.T)
+    if sigma_min is None:
+        sigma_min = schedule.sigma_at(1)
+    elif isinstance(sigma_min, bool) or not (isinstance(sigma_min, (int, float)) and 0 < sigma_min < sigma_max):
+        raise InputError(f"sigma_min must be a number in (0, sigma(T) = {sigma_max.item():.6g}), got {sigma_min!r}")
+    sigma_min = torch.as_tensor(sigma_min, dtype=torch.float64)
+    ramp = torch.linspace(0, 1, K, dtype=torch.float64)
+    if spacing == "log_snr":  # log-SNR = -2 log sigma: uniform in log sigma
+        return torch.exp(torch.lerp(sigma_max.log(), sigma_min.log(), ramp))
+    rho = DEFAULT_RHO if rho is None else rho
+    if not (isinstance(rho, (int, float)) and not isinstance(rho, bool) and math.isfinite(rho) and rho > 0):
+        raise InputError(f"rho must be a finite number > 0, got {rho!r}")
+    return torch.lerp(sigma_max ** (1 / rho), sigma_min ** (1 / rho), ramp) ** rho
 
 
 def check_grid(grid, T: int) -> torch.Tensor:
