@@ -59,7 +59,8 @@ def run_cli(*args):
 # --- help ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command, defaults", [
-    ("train", [f"--batch-size BATCH_SIZE minibatch size (default: {TrainConfig.batch_size})",
+    ("train", [f"--batch-size BATCH_SIZE global minibatch size, split over processes and accumulation steps "
+               f"(default: {TrainConfig.batch_size})",
                f"peak learning rate of AdamW (default: {TrainConfig.lr})", f"(default: {TrainConfig.data})",
                f"(default: {TrainConfig.beta_schedule})", f"(default: {TrainConfig.num_train_timesteps})",
                f"(default: {TrainConfig.prediction_type})", f"(default: {TrainConfig.lr_schedule})", "--overwrite"]),

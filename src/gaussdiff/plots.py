@@ -216,3 +216,77 @@ def metric_curves(x, series, path, xlabel, ylabel, logy=False, logx=False, title
     ax.grid(alpha=0.25, which="both")
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def sweep_curves(curves, floor_mean, floor_sd, path, ylabel="SW2", title=None) -> Path:
+    """A distance against the actual NFE, one line per sampler (log-log; each has its own NFEs), over the
+    Monte Carlo floor (the same distance between true sets: mean line, mean +- sd band)."""
+    if not curves:
+        raise InputError("curves must name at least one sampler, got none")
+    lines = {}
+    for name, (nfe, y) in curves.items():
+        x = _vector(nfe, f"curves[{name!r}] NFE")
+        lines[name] = (x, _vector(y, f"curves[{name!r}] values", len(x)))
+    mean, sd = float(floor_mean), float(floor_sd)
+    if not (np.isfinite(mean) and mean > 0 and np.isfinite(sd) and sd >= 0):
+        raise InputError(f"the floor needs a positive mean and an sd >= 0, got {mean} and {sd}")
+    fig, [[ax]] = _figure(1, 1, 6.5, 4.2)
+    ax.axhspan(max(mean - sd, mean / 10), mean + sd, color="0.88", label="floor (true vs true), mean ± sd")
+    ax.axhline(mean, color="0.55", lw=1, ls="--")
+    for name, (x, y) in lines.items():
+        ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)  # log axes: a diverged run is left out
+        ax.plot(x[ok], y[ok], marker="o", ms=3.5, lw=1.5, label=str(name))
+    ax.set(xscale="log", yscale="log", xlabel="NFE (denoiser calls)", ylabel=ylabel,
+           title=title or f"{ylabel} to held-out data vs NFE")
+    ax.grid(alpha=0.25, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def nll_histogram(nll, dim: int, path, title=None) -> Path:
+    """Histogram of per-sample negative log-likelihoods in nats, the mean marked; bits/dim on the top axis."""
+    y = _vector(nll, "nll")
+    ok = np.isfinite(y)
+    if not ok.any():
+        raise InputError("nll has no finite value to plot")
+    per_bit = dim * np.log(2)  # nats per bit/dim
+    fig, [[ax]] = _figure(1, 1, 6, 4)
+    ax.hist(y[ok], bins=int(np.clip(np.sqrt(ok.sum()), 5, 60)), color=DATA_COLOR, alpha=0.8)
+    mean = y[ok].mean()
+    ax.axvline(mean, color=MODEL_COLOR, lw=2, label=f"mean {mean:.4g} nats = {mean / per_bit:.4g} bits/dim")
+    ax.secondary_xaxis("top", functions=(lambda v: v / per_bit, lambda b: b * per_bit)).set_xlabel("bits/dim")
+    note = f" ({(~ok).sum()} non-finite not shown)" if not ok.all() else ""
+    ax.set(xlabel="negative log-likelihood per sample (nats)", ylabel="samples",
+           title=(title or "negative log-likelihood") + note)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def elbo_terms(per_t, path, title=None) -> Path:
+    """The bound's mean terms against t (nats, log y): L_{t-1} for t >= 2 and the decoder's L_0 at t = 1 (drawn
+    where positive), with the cumulative share of sum L_{t-1} up to t on a twin axis (which steps carry the bits)."""
+    y = _vector(per_t, "per_t")
+    if y.size < 2:
+        raise InputError(f"per_t needs the terms of at least two steps (t = 1, 2, ...), got {y.size}")
+    t, kl = np.arange(2, y.size + 1), y[1:]
+    ok = np.isfinite(kl) & (kl > 0)  # log axis; KL terms are >= 0
+    if not ok.any():
+        raise InputError("per_t has no positive finite term L_{t-1} (t >= 2) to plot")
+    fig, [[ax]] = _figure(1, 1, 7, 4)
+    handles = ax.plot(t[ok], kl[ok], color=DATA_COLOR, lw=1.5, label="$L_{t-1}$ (KL), t ≥ 2")
+    decoder = f"$L_0$ (decoder) = {y[0]:.3g} nats"
+    if np.isfinite(y[0]) and y[0] > 0:
+        handles += ax.plot([1], [y[0]], "o", color=MODEL_COLOR, label=decoder)
+    else:  # a density's L_0 can be <= 0: not on a log axis
+        handles += ax.plot([], [], " ", label=decoder + " (not drawn)")
+    ax.set(xlabel="t", ylabel="nats per data point", yscale="log", title=title or "bound terms vs t")
+    ax.grid(alpha=0.25, which="both")
+    share = np.cumsum(np.where(np.isfinite(kl), kl, 0.0))
+    ax2 = ax.twinx()
+    handles += ax2.plot(t, share / share[-1], color=LR_COLOR, lw=1.2, ls="--", label="cumulative share of Σ $L_{t-1}$")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("share of Σ $L_{t-1}$ up to t", color=LR_COLOR)
+    ax2.tick_params(axis="y", colors=LR_COLOR)
+    ax.legend(handles=handles, loc="center right", fontsize="small")
+    return _save(fig, path)

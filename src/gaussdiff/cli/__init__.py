@@ -10,10 +10,10 @@ import sys
 import warnings
 
 from ..errors import GaussdiffError, Interrupted
-from . import plot, sample, train
+from . import elbo, nll, plot, sample, sweep, train
 from .sample import SAMPLER_OPTIONS
 
-MODULES = {"train": train, "sample": sample, "plot": plot}
+MODULES = {"train": train, "sample": sample, "plot": plot, "sweep": sweep, "nll": nll, "elbo": elbo}
 COMMANDS = {name: module.run for name, module in MODULES.items()}
 
 

@@ -21,7 +21,7 @@ TRAIN_HELP = {
     "seed": "seed of data, initialisation, t and noise",
     "steps": "training step budget (5000 when no budget is given)",
     "time_budget": "training wall-time budget in seconds, summed over resumes (with --steps, whichever ends first)",
-    "batch_size": "global minibatch size (split over processes and micro-batches)",
+    "batch_size": "global minibatch size, split over processes and accumulation steps",
     "grad_accum": "micro-batches per optimiser step (gradient accumulation)",
     "lr": "peak learning rate of AdamW",
     "lr_schedule": "cosine (decay to 0 over the budget) or constant",

@@ -1,0 +1,157 @@
+"""``gaussdiff elbo RUN --data DATA``: the variational bound of a trained model on data, term by term
+(a table in nats and bits/dim, ``elbo.json`` and ``elbo.png``, the terms against t)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import plots
+from ..atomic import write_text_atomically
+from ..bound import VARIANCE_TYPES
+from ..data import BUILTIN, load_array
+from ..errors import InputError
+from ..likelihood import Bound, check_levels, elbo, elbo_importance
+from ..losses import ImportanceSampler
+from ..saved import SavedModel, load_model
+from .common import HelpFormatter, positive
+
+ESTIMATES = ("exact", "importance")
+PILOT = 10  # points whose exact terms fit the importance sampler: its history of 10 losses per t
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("elbo", help="the variational bound in nats and bits/dim, term by term",
+                       formatter_class=HelpFormatter)
+    p.add_argument("run", help="run folder or model folder")
+    p.add_argument("--data", required=True,
+                   help=f"a built-in data set ({', '.join(BUILTIN)}; drawn afresh) or a .npy / .csv file of shape "
+                        "(N, D) in the data's own units")
+    p.add_argument("-n", "--num-points", type=int, default=None,
+                   help="points: drawn from a built-in set (default 1000), or a random subset of a file's rows "
+                        "(default: all)")
+    p.add_argument("--levels", type=int, default=None,
+                   help="discrete data, integers 0..levels-1 in the data's units (256: 8-bit, 17: scikit-learn's "
+                        "digits): discretized decoder; default: continuous data, Gaussian density decoder")
+    p.add_argument("--estimate", default="exact",
+                   help="exact (all T terms: T network evaluations per point) or importance (--draws per point)")
+    p.add_argument("--draws", type=int, default=16,
+                   help=f"importance: t draws per point, from p_t fitted on the exact terms of {PILOT} points")
+    p.add_argument("--variance-type", default=None,
+                   help=f"reverse variance: {', '.join(VARIANCE_TYPES)} (default: the model's own)")
+    p.add_argument("--weights", default="ema", help="ema or online")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data draw, t and the noise")
+    p.add_argument("--batch-size", type=int, default=8192, help="(point, t) pairs per network call")
+    p.add_argument("--out", default=None, help="folder for elbo.json and elbo.png (default RUN/elbo)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+
+def load_points(data: str, n: int | None, seed: int) -> tuple[torch.Tensor, str]:
+    """(float64 (N, D) in the data's own units, a description): n fresh points of a built-in set, or a file's
+    rows (a random subset of n of them when n is given)."""
+    if data in BUILTIN:
+        n = n or 1000
+        return BUILTIN[data](n, seed).double(), f"built-in {data!r}: {n} points, seed {seed}"
+    if not Path(data).exists():
+        raise InputError(f"unknown data {data!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a file")
+    rows = torch.from_numpy(load_array(data))
+    if n is not None and n < len(rows):
+        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]]
+    return rows, f"{data}: {len(rows)} rows"
+
+
+def output_folder(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot use {path} as the output folder: {e.strerror or e}") from None
+    return path
+
+
+def decoder_range(model: SavedModel, x: torch.Tensor, levels: int | None):
+    """(lo, hi) of the discretized decoder in model units, per feature: the levels 0 and levels - 1 of discrete
+    data (checked to be integers 0..levels-1, as ``gaussdiff nll`` takes them); (-1, 1) (unused) for continuous data."""
+    if levels is None:
+        return -1.0, 1.0
+    check_levels(x, levels)
+    lo, hi = (model.transform.forward(torch.full((x.shape[1],), v, dtype=torch.float64)) for v in (0.0, levels - 1.0))
+    return lo, hi
+
+
+def format_table(bound: Bound) -> str:
+    rows = [("total (bound on -log p)", "total"), ("L_T (prior)", "L_T"), ("sum L_{t-1}, t = 2..T", "sum L_{t-1}"),
+            ("L_0 (decoder)", "L_0")]
+    summary = bound.summary()
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [f"{'term':<26}{'nats':>12}{'± SE':>10}{'bits/dim':>12}{'± SE':>10}"]
+    for label, key in rows:
+        s = summary[key]
+        lines.append(f"{label:<26}{fmt(s['nats']):>12}{fmt(s['nats_se']):>10}{fmt(s['bits_per_dim']):>12}"
+                     f"{fmt(s['bits_per_dim_se']):>10}")
+    return "\n".join(lines)
+
+
+def _finite_or_none(values) -> list:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+@torch.no_grad()
+def run(args) -> None:
+    for flag, value in (("-n/--num-points", args.num_points), ("--draws", args.draws),
+                        ("--batch-size", args.batch_size), ("--threads", args.threads)):
+        positive(flag, value)
+    if args.estimate not in ESTIMATES:
+        raise InputError(f"unknown estimate {args.estimate!r}; known: {', '.join(ESTIMATES)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.run, weights=args.weights)
+    if args.variance_type is not None:
+        model = dataclasses.replace(model, variance_type=args.variance_type)
+    x, description = load_points(args.data, args.num_points, args.seed)
+    if x.shape[1] != model.transform.dim:
+        raise InputError(f"the data have {x.shape[1]} features, the model {model.transform.dim}")
+    lo, hi = decoder_range(model, x, args.levels)
+    out = output_folder(Path(args.out) if args.out else Path(args.run) / "elbo")
+
+    network_model = model.reverse_model()
+    reverse = lambda x_t, t: network_model(x_t.float(), t)  # noqa: E731 (float64 bound, float32 network)
+    y = model.transform.forward(x)
+    options = dict(levels=args.levels, lo=lo, hi=hi, batch_size=args.batch_size,
+                   log_det_jacobian=0.0 if args.levels else model.transform.log_abs_det_jacobian(),
+                   generator=torch.Generator().manual_seed(args.seed))
+    T = model.schedule.T
+    pilot_n = min(PILOT, len(y)) if args.estimate == "importance" else 0
+    evaluations = pilot_n * T + len(y) * args.draws if pilot_n else len(y) * T
+    bar = tqdm(total=evaluations, desc="elbo", unit="eval", disable=not sys.stderr.isatty())
+    if args.estimate == "exact":  # the curve: the Bound whose per-t terms are drawn
+        bound = curve = elbo(reverse, y, model.schedule, callback=lambda t, terms: bar.update(len(t)), **options)
+    else:
+        sampler = ImportanceSampler(T)
+        curve = elbo(reverse, y[:pilot_n], model.schedule,
+                     callback=lambda t, terms: (sampler.update(t, terms), bar.update(len(t))), **options)
+        bound = elbo_importance(reverse, y, model.schedule, sampler, args.draws,
+                                callback=lambda t, terms: bar.update(len(t)), **options)
+    bar.close()
+
+    kind = (f"discrete data on {args.levels} levels: a bound on a probability" if args.levels else
+            "continuous data: a bound on a density in the data's own units (log-Jacobian of the transform in L_0)")
+    print(f"variational bound of {args.run} on {description}; {kind}")
+    print(f"{args.estimate}: {bound.evaluations} network evaluations per point"
+          + (f" (+ {pilot_n} x {T} for the proposal)" if pilot_n else "")
+          + f"; variance_type {model.variance_type}; T = {T}")
+    print(format_table(bound))
+    result = {"run": str(args.run), "data": description, "points": len(y), "dim": bound.dim,
+              "estimate": args.estimate, "evaluations_per_point": bound.evaluations, "T": T,
+              "variance_type": model.variance_type, "levels": args.levels,
+              "log_det_jacobian": options["log_det_jacobian"], "terms": bound.summary(),
+              "per_t_nats": _finite_or_none(curve.per_t.tolist()), "per_t_points": curve.prior.numel()}
+    write_text_atomically(out / "elbo.json", json.dumps(result, indent=2))
+    picture = plots.elbo_terms(curve.per_t, out / "elbo.png",
+                               title=f"bound terms vs t ({curve.prior.numel()} points, {model.variance_type})")
+    print(f"wrote {out / 'elbo.json'}\nwrote {picture}")

@@ -1,0 +1,59 @@
+"""``gaussdiff sweep RUN --data DATA``: SW2 to held-out data versus NFE for every sampler (table, csv, json, plot)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from ..data import BUILTIN
+from ..errors import InputError
+from ..samplers import SAMPLERS
+from ..saved import load_model
+from ..sweep import DEFAULT_NFE, check_request, format_table, held_out, output_folder, sweep, write_results
+from .common import HelpFormatter, positive
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="distance to held-out data vs NFE for each sampler", formatter_class=HelpFormatter)
+    p.add_argument("run", help="run folder or model folder")
+    p.add_argument("--data", required=True,
+                   help=f"held-out data: a built-in name ({', '.join(BUILTIN)}; drawn afresh) or a .npy / .csv file "
+                        "in the data's own units with at least 2N rows")
+    p.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated sampler names")
+    p.add_argument("--nfe", default=",".join(map(str, DEFAULT_NFE)),
+                   help="comma-separated target NFEs (denoiser calls), each in [1, T]")
+    p.add_argument("-n", "--num-samples", type=int, default=2000, help="samples per run and points per true set")
+    p.add_argument("--seed", type=int, default=0, help="seed of x_T and of the held-out sets")
+    p.add_argument("--spacing", default="trailing", help="timestep spacing of every sampler's grid")
+    p.add_argument("--within", type=float, default=2.0, help="'good enough': SW2 within this factor of the floor")
+    p.add_argument("--weights", default="ema", help="ema or online")
+    p.add_argument("--out", default=None, help="folder for sweep.csv, sweep.json, sweep.png (default RUN/sweep)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise InputError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def run(args) -> None:
+    positive("-n/--num-samples", args.num_samples)
+    positive("--threads", args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.within > 0:
+        raise InputError(f"--within must be a positive factor, got {args.within}")
+    model = load_model(args.run, weights=args.weights)
+    samplers, nfes = check_request(model.schedule, [s.strip() for s in args.samplers.split(",")],
+                                   _ints("--nfe", args.nfe), args.spacing)
+    reference, fresh = held_out(args.data, args.num_samples, args.seed, model.transform.dim)
+    out = output_folder(args.out or Path(args.run) / "sweep")
+    result = sweep(model, reference, fresh, samplers, nfes, seed=args.seed, spacing=args.spacing,
+                   progress=sys.stderr.isatty())
+    print(format_table(result, args.within))
+    for path in write_results(result, out):
+        print(f"wrote {path}")

@@ -1,0 +1,248 @@
+"""Distance to held-out data versus NFE for every sampler of a trained model: which is the cheapest
+sampler that is good enough? (layer 7; ``gaussdiff sweep`` prints and writes what this computes).
+
+For each sampler and target NFE, the steps K are the most whose run makes at most that many denoiser
+calls (found by probe runs on one sample: Heun makes 2K - 1 calls); the real run counts its calls, and
+that actual NFE is what is reported. A sampler with an error tolerance (an ``rtol`` option: an adaptive
+ODE solver) sets its own NFE: it runs once, on the full grid, at the NFE it needs. Every run
+starts from the same x_T (one seed), and its N samples, mapped to the data's own units by
+``transform.inverse``, are compared with a held-out reference set of N true points by
+``metrics.sliced_w2``. The floor is the same distance from fresh true sets of N points to that
+reference (mean and sd over FLOOR_DRAWS draws): no sampler can be told apart from the data below it.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import plots
+from .atomic import write_text_atomically
+from .data import BUILTIN, load_array
+from .errors import InputError
+from .metrics import sliced_w2
+from .samplers import SAMPLERS, generate, get_sampler, timestep_grid
+from .samplers.ode import CountingDenoiser
+from .saved import SavedModel
+
+DEFAULT_NFE = (5, 10, 20, 50, 100)
+FLOOR_DRAWS = 10
+HELD_OUT_SALT = 0x5EED_0DA7A  # built-in held-out sets are drawn under seeds from (seed, salt), not training's
+
+
+@dataclass
+class SweepRow:
+    sampler: str
+    target_nfe: int | None  # None: an adaptive sampler, run once on the full grid
+    steps: int
+    nfe: int  # denoiser calls the run actually made
+    sw2: float  # to the held-out reference, in the data's own units
+    seconds: float
+    cpu_per_wall: float
+
+
+@dataclass
+class SweepResult:
+    rows: list[SweepRow]
+    floor_mean: float
+    floor_sd: float
+    n: int
+    seed: int
+    threads: int
+    unreachable: list[str] = field(default_factory=list)  # "sampler NFE": even one step costs more calls
+
+    def cheapest(self, within: float) -> SweepRow | None:
+        """The run with the fewest calls (then the fastest) whose SW2 is within ``within`` x the floor."""
+        good = [r for r in self.rows if r.sw2 <= within * self.floor_mean]
+        return min(good, key=lambda r: (r.nfe, r.seconds), default=None)
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+def check_request(schedule, samplers, nfes, spacing: str = "trailing") -> tuple[list[str], list[int]]:
+    """Known sampler names (default: all) and target NFEs in [1, T], sorted and without repeats."""
+    T = schedule.T
+    timestep_grid(schedule, 1, spacing)  # an unknown spacing fails here, before any run
+    samplers = list(SAMPLERS) if samplers is None else list(dict.fromkeys(samplers))
+    for name in samplers:
+        get_sampler(name)  # an unknown name: one line listing the known ones
+    if not samplers or not nfes:
+        raise InputError("a sweep needs at least one sampler and one NFE")
+    bad = [k for k in nfes if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= T]
+    if bad:
+        raise InputError(f"every NFE must be an integer in [1, T = {T}], got {bad[0]!r}")
+    return samplers, sorted(set(nfes))
+
+
+def held_out(data: str, n: int, seed: int, dim: int):
+    """(reference, [FLOOR_DRAWS fresh sets]) of n true points each, float64 in the data's own units.
+
+    A built-in name: independent draws. A .npy / .csv file: the reference is n random rows
+    and each fresh set n random rows of the others, so the file needs at least 2n rows."""
+    if not isinstance(n, int) or n < 2:
+        raise InputError(f"a sweep compares sets of at least 2 points, got n = {n!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InputError(f"the seed must be an integer in [0, 2**32), got {seed!r}")
+    if data in BUILTIN:
+        seeds = np.random.SeedSequence([seed, HELD_OUT_SALT]).generate_state(FLOOR_DRAWS + 1)
+        sets = [BUILTIN[data](n, int(s)).double() for s in seeds]
+    elif not Path(data).exists():
+        raise InputError(f"unknown data {data!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a file")
+    else:
+        rows = torch.from_numpy(load_array(data))
+        if len(rows) < 2 * n:
+            raise InputError(f"{data} has {len(rows)} rows; a sweep of n = {n} needs at least {2 * n} "
+                             "(a reference set and fresh sets for the floor)")
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(rows), generator=g)
+        rest = rows[perm[n:]]
+        sets = [rows[perm[:n]]] + [rest[torch.randperm(len(rest), generator=g)[:n]] for _ in range(FLOOR_DRAWS)]
+    if sets[0].shape[1] != dim:
+        raise InputError(f"the held-out data has {sets[0].shape[1]} features, the model {dim}")
+    return sets[0], sets[1:]
+
+
+# --- the sweep -------------------------------------------------------------------------------------
+
+def steps_for_nfe(probe, target: int) -> int | None:
+    """The most steps K <= target with probe(K) <= target calls (calls grow with K), or None."""
+    if probe(target) <= target:
+        return target
+    lo, hi = 0, target  # probe(hi) > target; lo: the largest K known to fit (0: none yet)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if probe(mid) <= target else (lo, mid)
+    return lo or None
+
+
+@torch.no_grad()
+def sweep(model: SavedModel, reference, fresh, samplers=None, nfes=DEFAULT_NFE, seed: int = 0, spacing="trailing",
+          progress: bool = False) -> SweepResult:
+    """SW2 to ``reference`` of len(reference) samples per sampler and NFE, and the floor from ``fresh``."""
+    samplers, nfes = check_request(model.schedule, samplers, nfes, spacing)
+    n, dim = reference.shape
+    floor = [sliced_w2(x, reference) for x in fresh]
+    result = SweepResult([], float(np.mean(floor)), float(np.std(floor, ddof=1)), n, seed, torch.get_num_threads())
+    bar = tqdm(total=len(samplers) * len(nfes), desc="sweep", unit="run", disable=not progress)
+    for name in samplers:
+        if adaptive(name):  # its tolerance, not the steps, sets its NFE
+            bar.update(len(nfes))
+            result.rows.append(replace(_run(model, name, model.schedule.T, reference, seed, spacing), target_nfe=None))
+            continue
+        probe = _prober(model, name, dim, spacing)
+        runs = {}  # steps -> row: a budget that allows no more steps than a smaller one repeats its run
+        for target in nfes:
+            bar.update()
+            steps = steps_for_nfe(probe, target)
+            if steps is None:
+                result.unreachable.append(f"{name} {target}")
+                continue
+            if steps not in runs:
+                runs[steps] = _run(model, name, steps, reference, seed, spacing)
+            result.rows.append(replace(runs[steps], target_nfe=target))
+    bar.close()
+    return result
+
+
+def adaptive(name: str) -> bool:
+    """Whether a registered sampler chooses its own steps to meet an error tolerance."""
+    return "rtol" in inspect.signature(SAMPLERS[name]).parameters
+
+
+def _prober(model: SavedModel, name: str, dim: int, spacing: str):
+    """probe(K) -> the calls of a K-step run on one sample (memoized)."""
+    cache = {}
+
+    def probe(steps: int) -> int:
+        if steps not in cache:
+            counter = CountingDenoiser(model.denoiser())
+            generate(counter, (1, dim), model.schedule, sampler=name, steps=steps, spacing=spacing,
+                     generator=torch.Generator().manual_seed(0))
+            cache[steps] = counter.calls
+        return cache[steps]
+
+    return probe
+
+
+def _run(model: SavedModel, name: str, steps: int, reference, seed: int, spacing: str) -> SweepRow:
+    counter = CountingDenoiser(model.denoiser())
+    wall, cpu = time.perf_counter(), time.process_time()
+    x = generate(counter, tuple(reference.shape), model.schedule, sampler=name, steps=steps, spacing=spacing,
+                 generator=torch.Generator().manual_seed(seed))  # the same x_T for every run
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    samples = model.transform.inverse(x.double())
+    sw2 = sliced_w2(samples, reference) if torch.isfinite(samples).all() else math.nan
+    return SweepRow(name, steps, steps, counter.calls, sw2, wall, cpu / max(wall, 1e-9))
+
+
+# --- output ------------------------------------------------------------------------------------------
+
+def output_folder(path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot use {path} as the sweep folder: {e.strerror or e}") from None
+    return path
+
+
+def format_table(result: SweepResult, within: float = 2.0) -> str:
+    """Samplers x target NFE, SW2 per cell (the actual NFE in brackets where it differs), adaptive samplers
+    a line each, the floor, and the cheapest run within ``within`` x the floor (else the closest)."""
+    lines = _grid_table([r for r in result.rows if r.target_nfe is not None])
+    lines += [f"{r.sampler} (adaptive, sets its own NFE): SW2 {r.sw2:.4f} at {r.nfe} NFE"
+              for r in result.rows if r.target_nfe is None]
+    lines.append(f"floor (fresh true sets vs the reference): {result.floor_mean:.4f} +- {result.floor_sd:.4f} "
+                 f"(sd over {FLOOR_DRAWS} draws); SW2 in the data's units, n = {result.n}, "
+                 f"{result.threads} thread(s)")
+    if result.unreachable:
+        lines.append(f"unreachable (one step costs more calls): {', '.join(result.unreachable)}")
+    best = result.cheapest(within)
+    finite = [r for r in result.rows if math.isfinite(r.sw2)]
+    closest = f"none; closest: {_describe(min(finite, key=lambda r: r.sw2), result)}" if finite else "none"
+    lines.append(f"cheapest within {within:g} x floor: " + (_describe(best, result) if best else closest))
+    return "\n".join(lines)
+
+
+def _describe(row: SweepRow, result: SweepResult) -> str:
+    return (f"{row.sampler} at {row.nfe} NFE ({row.steps} steps), SW2 {row.sw2:.4f} "
+            f"= {row.sw2 / result.floor_mean:.1f} x floor")
+
+
+def _grid_table(rows: list[SweepRow]) -> list[str]:
+    if not rows:
+        return []
+    nfes = sorted({r.target_nfe for r in rows})
+    cells = {(r.sampler, r.target_nfe): f"{r.sw2:.4f}" + (f" ({r.nfe})" if r.nfe != r.target_nfe else "")
+             for r in rows}
+    header = ["sampler"] + [f"NFE {k}" for k in nfes]
+    body = [[name] + [cells.get((name, k), "-") for k in nfes] for name in dict.fromkeys(r.sampler for r in rows)]
+    widths = [max(len(row[j]) for row in [header] + body) for j in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
+
+
+def write_results(result: SweepResult, out: Path) -> list[Path]:
+    """sweep.csv, sweep.json and sweep.png in ``out``, each written atomically."""
+    rows = [asdict(r) for r in result.rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(SweepRow.__dataclass_fields__), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(out / "sweep.csv", buffer.getvalue())
+    write_text_atomically(out / "sweep.json", json.dumps(asdict(result), indent=2) + "\n")
+    points = {}  # sampler -> {nfe: sw2}: a run repeated under a larger budget is one point
+    for r in result.rows:
+        points.setdefault(r.sampler, {})[r.nfe] = r.sw2
+    curves = {name: (list(p), list(p.values())) for name, p in points.items()}
+    plots.sweep_curves(curves, result.floor_mean, result.floor_sd, out / "sweep.png")
+    return [out / "sweep.csv", out / "sweep.json", out / "sweep.png"]
