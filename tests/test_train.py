@@ -208,7 +208,7 @@ def test_ranks_together_see_the_one_process_batch(world, accum):
     for step in [0, 1, one.per_epoch - 1, one.per_epoch, 5 * one.per_epoch + 2]:
         rows = torch.stack([b.rows(step) for b in ranks], 1).flatten()
         assert torch.equal(rows, one.rows(step))
-        t1, eps1 = one.t_and_noise(step, 50, 3)
+        t1, eps1, _ = one.t_and_noise(step, 50, 3)
         parts = [b.t_and_noise(step, 50, 3) for b in ranks]
         assert torch.equal(torch.stack([p[0] for p in parts], 1).flatten(), t1)
         assert torch.equal(torch.stack([p[1] for p in parts], 1).flatten(0, 1), eps1)
@@ -331,14 +331,14 @@ def test_data_file_trains_and_samples_come_back_in_user_units(tmp_path, capsys):
 
 def test_nan_loss_raises_training_error_naming_the_checkpoints(tmp_path, monkeypatch):
     """The 25th loss (0-based step 24) turns NaN, after the checkpoints of steps 10 and 20."""
-    calls, simple_loss = [], train_loop.simple_loss
+    calls, training_loss = [], train_loop.training_loss
 
     def loss_that_turns_nan(*args, **kwargs):
         calls.append(1)
-        loss = simple_loss(*args, **kwargs)
-        return loss * float("nan") if len(calls) == 25 else loss
+        loss, vlb = training_loss(*args, **kwargs)
+        return (loss * float("nan") if len(calls) == 25 else loss), vlb
 
-    monkeypatch.setattr(train_loop, "simple_loss", loss_that_turns_nan)
+    monkeypatch.setattr(train_loop, "training_loss", loss_that_turns_nan)
     with pytest.raises(TrainingError) as info:
         train(tiny(tmp_path / "r", steps=40), progress=False)
     message = str(info.value)

@@ -91,3 +91,45 @@ def test_tensorboard_logs_the_metrics(tmp_path):
     loss = events.Scalars("train/loss")
     assert [e.step for e in loss] == [r["step"] for r in logged]
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in logged], rel=1e-6)  # float32 in the file
+
+
+# --- training on the bound (issue 5) -------------------------------------------------------------
+
+def test_hybrid_loss_with_learned_variances_and_importance_sampling_resumes_exactly(tmp_path):
+    """The importance sampler's history is state like any other: a run resumed from its step-20
+    checkpoint (later checkpoints and the model removed, as if it had died there) must end byte-identical.
+    The exported model carries the variance head, and the importance weights and history really moved t:
+    after 60 steps of history (T = 50, 10 losses per t needed) the sampler is no longer uniform."""
+    cfg = TrainConfig(out=str(tmp_path / "r"), **BASE | dict(steps=60, checkpoint_every=20, keep_checkpoints=3,
+                                                         loss_type="hybrid", variance_type="learned_range",
+                                                         t_sampling="importance"))
+    run = train(cfg, progress=False)
+    final = {name: (run / "model" / name).read_bytes() for name in ("model.safetensors", "online.safetensors")}
+    state = torch.load(run / "checkpoints" / "step_00000060.pt", weights_only=True)
+    counts = state["t_sampler"]["counts"]
+    assert counts.min() == 10  # full history at every t: p_t now follows sqrt(E[L_t^2])
+
+    for name in ("step_00000040.pt", "step_00000060.pt"):
+        (run / "checkpoints" / name).unlink()
+    for file in (run / "model").iterdir():
+        file.unlink()
+    (run / "model").rmdir()
+    assert main(["train", "--resume", str(run), "--no-pictures"]) == 0
+    assert {name: (run / "model" / name).read_bytes() for name in final} == final
+
+    from gaussdiff.saved import load_model
+    model = load_model(run)
+    assert model.variance_type == "learned_range" and model.network.config["learn_variance"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--variance-type", "learned_range"], "loss_type 'simple' does not go with variance_type 'learned_range'"),
+    (["--loss-type", "hybrid"], "loss_type 'hybrid' does not go with variance_type 'fixed_small'"),
+    (["--loss-type", "elbo"], "unknown loss_type 'elbo'"),
+    (["--t-sampling", "adaptive"], "unknown t-sampling 'adaptive'; known: uniform, importance"),
+])
+def test_bad_loss_settings_are_one_line(tmp_path, capsys, flags, message):
+    assert main(["train", "--out", str(tmp_path / "run"), "--steps", "5", *TINY, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "run").exists()

@@ -76,18 +76,23 @@ def hybrid_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch
     return _mean_square(pred, target) + HYBRID_LAMBDA * vlb, vlb
 
 
-def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, loss_type: str = "simple",
-                  variance_type: str = "fixed_small", t=None, eps=None, *, levels: int | None = None, lo=-1.0,
-                  hi=1.0, generator=None, **net_kwargs):
-    """One step's per-sample loss to backpropagate (B,) and the per-sample L_vlb estimate T L_t in bits/dim
-    (B,), detached (None for ``simple``), with one network call. ``simple`` trains the mean only (fixed
-    variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb."""
+def check_loss_type(loss_type: str, variance_type: str) -> None:
+    """simple trains fixed variances, hybrid a learned_range one, vlb either."""
     if loss_type not in LOSS_TYPES:
         raise InputError(f"unknown loss_type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")
     learned = check_variance_type(variance_type) == "learned_range"
     if (loss_type == "simple" and learned) or (loss_type == "hybrid" and not learned):
         raise InputError(f"loss_type {loss_type!r} does not go with variance_type {variance_type!r}: simple trains "
                          "fixed variances, hybrid a learned_range one, vlb either")
+
+
+def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, loss_type: str = "simple",
+                  variance_type: str = "fixed_small", t=None, eps=None, *, levels: int | None = None, lo=-1.0,
+                  hi=1.0, generator=None, **net_kwargs):
+    """One step's per-sample loss to backpropagate (B,) and the per-sample L_vlb estimate T L_t in bits/dim
+    (B,), detached (None for ``simple``), with one network call. ``simple`` trains the mean only (fixed
+    variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb."""
+    check_loss_type(loss_type, variance_type)
     t, eps, x_t = _noised(x0, schedule, t, eps, generator)
     target = training_target(prediction_type, x0, eps, schedule.alpha_bar.to(x0.device)[t])
     out = net(x_t, t.to(x0.dtype), **net_kwargs)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from ..losses import check_loss_type
 from ..param import check_prediction_type
 from .folder import check_run_folder
 
@@ -43,6 +44,9 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction_type: str = "v_prediction"  # stable at every schedule (eps breaks where abar_T ~ 0)
+    loss_type: str = "simple"  # simple, hybrid (simple + 0.001 L_vlb) or vlb
+    variance_type: str = "fixed_small"  # of the reverse step: fixed_small, fixed_large or learned_range
+    t_sampling: str = "uniform"  # uniform, or importance (by the loss's second moment, Improved DDPM)
     width: int = 64  # on a CPU time budget, more steps of a small MLP beat fewer of a wide one
     depth: int = 3
     emb_dim: int = 128
@@ -81,15 +85,16 @@ class TrainConfig:
             if getattr(self, name) not in known:
                 raise InputError(f"unknown {flag(name)} {getattr(self, name)!r}; known: {', '.join(known)}")
         check_prediction_type(self.prediction_type)
+        check_loss_type(self.loss_type, self.variance_type)
         return self
 
 
 CHOICES = {"lr_schedule": ("cosine", "constant"), "device": ("auto", "cpu", "cuda", "mps"),
-           "precision": ("fp32", "bf16", "fp16")}
+           "precision": ("fp32", "bf16", "fp16"), "t_sampling": ("uniform", "importance")}
 
 # Changing one of these changes the model or its data: a resume that does so is refused.
 MODEL_FIELDS = ("data", "n_data", "seed", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-                "prediction_type", "width", "depth", "emb_dim")
+                "prediction_type", "variance_type", "width", "depth", "emb_dim")
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 TYPES = {"int": (int,), "int | None": (int,), "float": (float, int), "float | None": (float, int), "str": (str,),

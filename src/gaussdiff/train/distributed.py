@@ -75,3 +75,12 @@ def any_rank(procs: Processes, flag: int) -> int:
 def no_sync(model, last_micro_batch: bool):
     """DDP: skip the gradient all-reduce on every micro-batch but the last of an accumulation."""
     return model.no_sync() if hasattr(model, "no_sync") and not last_micro_batch else nullcontext()
+
+
+def gather_global(procs: Processes, local: torch.Tensor) -> torch.Tensor:
+    """The global batch's values in position order, from each rank's slice (positions rank, rank + world, ...)."""
+    if procs.world == 1:
+        return local
+    parts = [torch.empty_like(local) for _ in range(procs.world)]
+    dist.all_gather(parts, local.contiguous())
+    return torch.stack(parts, 1).flatten(0, 1)

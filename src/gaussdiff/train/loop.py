@@ -1,5 +1,6 @@
 """The training loop, readable top to bottom, the same with one process or many under torchrun:
-data -> L_simple -> AdamW -> EMA -> logs and checkpoints, stopping at the budget, a signal or a divergence."""
+data -> loss (L_simple, hybrid or L_vlb) -> AdamW -> EMA -> logs and checkpoints, stopping at the budget,
+a signal or a divergence."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from ..atomic import write_text_atomically
 from ..data import BUILTIN, load_dataset
 from ..errors import InputError, Interrupted, TrainingError
-from ..losses import simple_loss
+from ..losses import ImportanceSampler, training_loss
 from ..nets import MLP
 from ..saved import SavedModel
 from ..schedule import make_schedule
@@ -110,11 +111,13 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             raise InputError(error)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = MLP(dim, T, cfg.width, cfg.depth, cfg.emb_dim).to(device)
+        model = MLP(dim, T, cfg.width, cfg.depth, cfg.emb_dim, learn_variance=cfg.variance_type == "learned_range")
+        model = model.to(device)
         ema = EMA(model, beta=cfg.ema_decay, update_after_step=0, update_every=1, include_online_model=False)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 fused=device.type in ("cpu", "cuda") or None)
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        t_sampler = ImportanceSampler(T) if cfg.t_sampling == "importance" else None
         step, elapsed = 0, 0.0
         if resume:
             _, state = load_latest_checkpoint(run, device)
@@ -122,6 +125,8 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
+            if t_sampler is not None and "t_sampler" in state:  # absent: importance sampling was switched on now
+                t_sampler.load_state_dict(state["t_sampler"])
             step, elapsed = state["step"], state["elapsed_s"]
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
         net = DistributedDataParallel(model) if procs.world > 1 else model
@@ -138,6 +143,8 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         def checkpoint() -> Path | None:
             state = dict(step=step, elapsed_s=time.perf_counter() - start, model=model.state_dict(),
                          ema=ema.state_dict(), optimizer=opt.state_dict(), scaler=scaler.state_dict())
+            if t_sampler is not None:
+                state["t_sampler"] = t_sampler.state_dict()
             return save_checkpoint(run, step, state, cfg.keep_checkpoints) if procs.main else None
 
         signals = stack.enter_context(StopSignals())
@@ -153,15 +160,20 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 group["lr"] = lr
 
             rows = batches.rows(step)
-            t, eps = batches.t_and_noise(step, T, dim)
+            t, eps, weights = batches.t_and_noise(step, T, dim, t_sampler)
             opt.zero_grad(set_to_none=True)
+            seen = []  # per-sample losses for the importance sampler of t
             for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
                 part = slice(i * micro, (i + 1) * micro)
                 with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
-                    loss = simple_loss(forward, x[rows[part]], schedule, cfg.prediction_type,
-                                       t=t[part].to(device), eps=eps[part].to(device))
-                scaler.scale(loss.float().sum() / batches.local).backward()
+                    loss, vlb = training_loss(forward, x[rows[part]], schedule, cfg.prediction_type, cfg.loss_type,
+                                              cfg.variance_type, t=t[part].to(device), eps=eps[part].to(device))
+                # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
+                scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
                 log.add(loss.detach(), t[part])
+                seen.append((vlb if vlb is not None else loss).detach().float())
+            if t_sampler is not None:
+                t_sampler.update(distributed.gather_global(procs, t), distributed.gather_global(procs, torch.cat(seen)))
             scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             if not math.isfinite(grad_norm) and not scaler.is_enabled():  # fp16: the scaler skips such steps
@@ -189,6 +201,6 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
         if procs.main:
             data_name = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
-            SavedModel(ema.ema_model, schedule, cfg.prediction_type, transform, data_name).save(run / "model",
-                                                                                             online=model)
+            SavedModel(ema.ema_model, schedule, cfg.prediction_type, transform, data_name,
+                       cfg.variance_type).save(run / "model", online=model)
     return run
