@@ -1,4 +1,5 @@
-"""Training options: gradient accumulation, mixed precision, torch.compile, device choice, TensorBoard."""
+"""Training options: gradient accumulation, mixed precision, torch.compile, device choice, TensorBoard,
+loss and variance types, importance sampling of t, a diffusers scheduler config as the schedule."""
 
 import json
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gaussdiff.cli import main
-from gaussdiff.train import TrainConfig, train
+from gaussdiff.cli import main, parser
+from gaussdiff.saved import load_model
+from gaussdiff.train import TrainConfig, resolve, train
+from gaussdiff.train.config import FIELDS
 
 TINY = ["--n-data", "2000", "--width", "32", "--depth", "1", "--emb-dim", "16", "--num-train-timesteps", "50",
         "--batch-size", "128", "--warmup-steps", "5", "--threads", "1", "--log-every", "10"]
@@ -17,6 +20,13 @@ BASE = dict(data="moons", n_data=2000, batch_size=128, width=32, depth=1, emb_di
 
 def online_weights(cfg: TrainConfig) -> dict:
     return load_file(train(cfg, progress=False) / "model" / "online.safetensors")
+
+
+def resolve_cli(argv: list[str]) -> TrainConfig:
+    """The config `gaussdiff train ARGV` would train with."""
+    args = parser().parse_args(["train", *argv])
+    return resolve({k: getattr(args, k) for k in FIELDS if hasattr(args, k)}, args.config, args.resume,
+                   args.scheduler_config)
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -117,7 +127,6 @@ def test_hybrid_loss_with_learned_variances_and_importance_sampling_resumes_exac
     assert main(["train", "--resume", str(run), "--no-pictures"]) == 0
     assert {name: (run / "model" / name).read_bytes() for name in final} == final
 
-    from gaussdiff.saved import load_model
     model = load_model(run)
     assert model.variance_type == "learned_range" and model.network.config["learn_variance"]
 
@@ -132,4 +141,30 @@ def test_bad_loss_settings_are_one_line(tmp_path, capsys, flags, message):
     assert main(["train", "--out", str(tmp_path / "run"), "--steps", "5", *TINY, *flags]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "run").exists()
+
+
+# --- a diffusers scheduler config as the source of the schedule ---------------------------------
+
+def test_scheduler_config_sets_schedule_prediction_and_variance(tmp_path):
+    """A config diffusers itself writes (DDPMScheduler.save_config) decides the schedule; flags still win."""
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler(num_train_timesteps=40, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+                  variance_type="fixed_large", clip_sample=False).save_config(tmp_path)
+    cfg = resolve_cli(["--scheduler-config", str(tmp_path / "scheduler_config.json"), "--prediction-type", "epsilon"])
+    assert (cfg.num_train_timesteps, cfg.beta_schedule, cfg.variance_type) == (40, "squaredcos_cap_v2", "fixed_large")
+    assert cfg.prediction_type == "epsilon"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"num_train_timesteps": 50, "clip_sample": True}, "clip_sample = true"),
+    ({"num_train_timesteps": 50, "beta_schedule": "exponential"}, "beta_schedule"),
+    ({"num_train_timesteps": 2, "trained_betas": [0.1, 0.2]}, "cannot be trained yet"),
+])
+def test_unsupported_scheduler_config_is_one_line(tmp_path, capsys, config, message):
+    (tmp_path / "s.json").write_text(json.dumps(config | {"clip_sample": config.get("clip_sample", False)}))
+    assert main(["train", "--scheduler-config", str(tmp_path / "s.json"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()

@@ -57,8 +57,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model and write a run folder (or continue one with --resume)",
                        formatter_class=HelpFormatter,
                        description="Options come from, later ones winning: the defaults, the run being resumed, "
-                                   "--config FILE, the flags.")
+                                   "--scheduler-config FILE, --config FILE, the flags.")
     p.add_argument("--config", default=None, help="TOML or YAML file of options (keys as below, with underscores)")
+    p.add_argument("--scheduler-config", metavar="FILE", default=None,
+                   help="a diffusers scheduler_config.json: takes its schedule, prediction_type and variance_type")
     p.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run folder RUN exactly from its last readable checkpoint")
     # Defaults are SUPPRESSed so that only the flags a user gives override the config file or the resumed run.
@@ -74,7 +76,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> None:
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    cfg = resolve(flags, args.config, args.resume)
+    cfg = resolve(flags, args.config, args.resume, args.scheduler_config)
     if args.resume and args.overwrite:
         raise InputError("--resume continues a run and --overwrite replaces it: give one of them")
     folder = train(cfg, overwrite=args.overwrite, resume=args.resume is not None, progress=sys.stderr.isatty())

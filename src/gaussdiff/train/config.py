@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..diffusers_config import read_scheduler_config
 from ..errors import InputError
 from ..losses import check_loss_type
 from ..param import check_prediction_type
@@ -150,11 +151,23 @@ def read_run_config(run: Path) -> dict:
     return check_values({k: v for k, v in saved.items() if k in FIELDS}, str(path))
 
 
-def resolve(flags: dict, config_file=None, resume=None) -> TrainConfig:
-    """defaults < the resumed run's saved config < the config file < command-line flags."""
+def scheduler_config_values(path) -> dict:
+    """The fields a diffusers scheduler_config.json sets: schedule, prediction and variance type."""
+    settings = read_scheduler_config(path)
+    schedule = settings.schedule.config
+    if schedule["beta_schedule"] == "custom":
+        raise InputError(f"{path}: trained_betas (or a schedule diffusers names differently) cannot be trained yet; "
+                         "use a named beta_schedule")
+    return schedule | {"prediction_type": settings.prediction_type, "variance_type": settings.variance_type}
+
+
+def resolve(flags: dict, config_file=None, resume=None, scheduler_config=None) -> TrainConfig:
+    """defaults < the resumed run's saved config < a diffusers scheduler config < the config file < the flags."""
     values = {}
     if resume is not None:
         values |= read_run_config(check_run_folder(Path(resume))) | {"out": str(resume)}
+    if scheduler_config is not None:
+        values |= scheduler_config_values(scheduler_config)
     if config_file is not None:
         values |= read_config_file(config_file)
     values |= check_values(flags, "command line")
