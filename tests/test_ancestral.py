@@ -67,7 +67,7 @@ def test_bad_steps_spacing_sampler_and_variance_are_rejected():
         get_sampler("dpm++")
     s = make_schedule("linear", 10)
     with pytest.raises(InputError):
-        ddpm(lambda x, t: x, torch.zeros(2, 2), s, timestep_grid(s, 10), variance="learned")
+        ddpm(lambda x, t: x, torch.zeros(2, 2), s, timestep_grid(s, 10), variance="learnt")
 
 
 # --- one reverse step ----------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def run_cli(*args):
                f"(default: {TrainConfig.beta_schedule})", f"(default: {TrainConfig.num_train_timesteps})",
                f"(default: {TrainConfig.prediction_type})", f"(default: {TrainConfig.lr_schedule})", "--overwrite"]),
     ("sample", ["number of samples (default: 1000)", "(default: ddpm)", "(default: trailing)", "(default: ema)",
-                "(default: beta_tilde)", "(default: 10000)"]),
+                "(default: the model's variance_type)", "(default: 10000)"]),
     ("plot", ["points per picture (default: 2000)", "sampling seed (default: 0)"]),
 ])
 def test_help_shows_defaults(capsys, command, defaults):
@@ -336,3 +336,19 @@ def test_every_sampler_runs_from_the_command_line(run, tmp_path, sampler):
     assert main(["sample", str(run), "-n", "64", "--steps", "5", "--sampler", sampler, "--out", str(out)]) == 0
     x = np.load(out)
     assert x.shape == (64, 2) and np.isfinite(x).all()
+
+
+def test_ddpm_uses_the_models_own_variance_by_default(run, tmp_path):
+    """No --variance: a fixed_small model samples with beta_tilde, a learned_range one with its learned
+    variance (same seed, byte-identical files), and the two learned choices differ from beta_tilde's."""
+    def sample(folder, *flags):
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}.npy"
+        assert main(["sample", str(folder), "-n", "50", "--steps", "10", "--out", str(out), *flags]) == 0
+        return np.load(out)
+
+    assert np.array_equal(sample(run), sample(run, "--variance", "beta_tilde"))
+    learned = tmp_path / "learned"
+    assert main(["train", "--out", str(learned), "--steps", "20", "--loss-type", "hybrid", "--variance-type",
+                 "learned_range", *TINY]) == 0
+    assert np.array_equal(sample(learned), sample(learned, "--variance", "learned"))
+    assert not np.array_equal(sample(learned), sample(learned, "--variance", "beta_tilde"))

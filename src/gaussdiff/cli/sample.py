@@ -14,6 +14,7 @@ from .common import HelpFormatter, positive
 
 SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": (), "dpmpp_3m": (), "euler": (),
                    "heun": (), "pf_ode": ("rtol", "atol")}  # which flags each sampler takes
+MODEL_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # ddpm's default
 
 
 def add_parser(sub) -> None:
@@ -27,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
     p.add_argument("--sigma-min", type=float, default=None,
                    help="karras and log_snr spacings: the last noise level before 0 (default: sigma at t = 1)")
-    p.add_argument("--variance", default="beta_tilde", help="ddpm's reverse variance: beta_tilde or beta")
+    p.add_argument("--variance", default=None,
+                   help="ddpm's reverse variance: beta_tilde, beta or learned (default: the model's variance_type)")
     p.add_argument("--eta", type=float, default=0.0, help="ddim's noise scale (0: deterministic, 1: ddpm)")
     p.add_argument("--rtol", type=float, default=1e-5, help="pf_ode's relative tolerance (adaptive dopri5)")
     p.add_argument("--atol", type=float, default=1e-5, help="pf_ode's absolute tolerance (adaptive dopri5)")
@@ -49,6 +51,9 @@ def run(args) -> None:
     model = load_model(args.run, weights=args.weights)
     get_sampler(args.sampler)  # an unknown name: one line listing the known ones
     options = {name: getattr(args, name) for name in SAMPLER_OPTIONS[args.sampler]}
+    if "variance" in options and options["variance"] is None:
+        options["variance"] = MODEL_VARIANCE[model.variance_type]
+    denoiser = model.reverse_model() if options.get("variance") == "learned" else model.denoiser()
     generator = torch.Generator().manual_seed(args.seed)
     starts = range(0, args.num_samples, args.batch_size)
     bar = tqdm(total=len(starts) * (args.steps or model.schedule.T), desc="sample", unit="step",
@@ -56,7 +61,7 @@ def run(args) -> None:
     chunks = []
     for start in starts:
         size = min(args.batch_size, args.num_samples - start)
-        chunks.append(generate(model.denoiser(), (size, model.transform.dim), model.schedule, sampler=args.sampler,
+        chunks.append(generate(denoiser, (size, model.transform.dim), model.schedule, sampler=args.sampler,
                                steps=args.steps, spacing=args.spacing, generator=generator,
                                grid_options={"rho": args.rho, "sigma_min": args.sigma_min},
                                callback=lambda t, x: bar.update(), **options))
