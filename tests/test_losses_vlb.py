@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gaussdiff.chain import q_sample
-from gaussdiff.errors import InputError
+from gaussdiff.errors import InputError, TrainingError
 from gaussdiff.likelihood import term_at
 from gaussdiff.losses import (HYBRID_LAMBDA, ImportanceSampler, hybrid_loss, simple_loss, training_loss,
                               vlb_loss)
@@ -148,8 +148,26 @@ def test_sampler_is_uniform_until_every_t_has_ten_losses_then_follows_the_second
         sampler.update(torch.tensor([3]), torch.tensor([100.0 + k]))
         history[3].append(100.0 + k)
     np.testing.assert_allclose(sampler.losses[2].numpy(), list(history[3]), rtol=0)
-    with pytest.raises(InputError, match="non-finite"):
+    with pytest.raises(TrainingError, match="non-finite"):
         sampler.update(torch.tensor([1]), torch.tensor([math.nan]))
+
+
+def test_one_batched_update_keeps_what_one_by_one_updates_keep():
+    """A batch with repeated t (up to 25 at one t, beyond the history of 10) must leave each t's last 10
+    losses in batch order, as a deque of 10 fed one loss at a time does."""
+    g = torch.Generator().manual_seed(6)
+    sampler, history = ImportanceSampler(T), {t: collections.deque(maxlen=10) for t in range(1, T + 1)}
+    for batch in range(6):
+        t = torch.randint(1, T + 1, (int(torch.randint(1, 120, (), generator=g)),), generator=g)
+        t[:25] = 2  # one t seen 25 times in one batch
+        values = torch.rand(len(t), generator=g, dtype=torch.float64)
+        sampler.update(t, values)
+        for ti, v in zip(t.tolist(), values.tolist()):
+            history[ti].append(v)
+    for ti in range(1, T + 1):
+        n = len(history[ti])
+        assert sampler.counts[ti - 1] == n
+        np.testing.assert_array_equal(sampler.losses[ti - 1, 10 - n:].numpy(), list(history[ti]))
 
 
 def test_importance_weighted_loss_is_an_unbiased_estimate_of_the_uniform_mean():

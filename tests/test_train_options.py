@@ -58,14 +58,14 @@ def test_compile_computes_what_eager_computes(eager, tmp_path):
     assert max_diff(online_weights(TrainConfig(out=str(tmp_path / "r"), compile=True, **BASE)), full) < 1e-4
 
 
-def test_bf16_autocast_trains_on_cpu(tmp_path):
-    """bf16 keeps ~3 significant digits, so the weights differ from fp32's, but training must still work:
-    finite metrics and a loss below the untrained ~1 after 60 steps."""
-    run = train(TrainConfig(out=str(tmp_path / "r"), data="moons", n_data=2000, batch_size=128, width=32, depth=1,
-                            emb_dim=16, num_train_timesteps=50, warmup_steps=5, threads=1, steps=60, log_every=20,
-                            lr=5e-3, precision="bf16", prediction_type="epsilon"), progress=False)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows) and rows[-1]["loss"] < 0.95
+def test_bf16_autocast_trains_on_cpu(eager, tmp_path):
+    """bf16 keeps ~3 significant digits, so its weights must differ from fp32's (else the option did nothing)
+    by more than float32 noise; and training must still work: finite metrics, a loss below the untrained ~1."""
+    cfg = TrainConfig(out=str(tmp_path / "r"), precision="bf16", **BASE)
+    bf16 = online_weights(cfg)
+    assert max_diff(bf16, eager[0]) > 1e-4
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows) and rows[-1]["loss"] < rows[0]["loss"] < 2
 
 
 @pytest.mark.parametrize("flags, message", [

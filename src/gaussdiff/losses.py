@@ -21,7 +21,7 @@ import torch
 
 from .bound import check_variance_type, model_mean, vlb_terms
 from .chain import q_sample
-from .errors import InputError
+from .errors import InputError, TrainingError
 from .param import reverse_from_output, split_output, training_target
 from .schedule import NoiseSchedule
 
@@ -40,7 +40,7 @@ def _noised(x0: torch.Tensor, schedule: NoiseSchedule, t, eps, generator):
         t = sample_t(x0.shape[0], schedule, generator, x0.device)
     if eps is None:
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    return t, eps, q_sample(x0, t, schedule, eps)
+    return t, eps, q_sample(x0, t.cpu(), schedule, eps)  # float64 coefficients on the CPU (MPS has no float64)
 
 
 def _mean_square(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,9 +50,7 @@ def _mean_square(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def simple_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, t=None, eps=None,
                 generator=None, **net_kwargs) -> torch.Tensor:
     """Per-sample L_simple (B,), averaged over data dimensions; t and eps are drawn when not given."""
-    t, eps, x_t = _noised(x0, schedule, t, eps, generator)
-    target = training_target(prediction_type, x0, eps, schedule.alpha_bar.to(x0.device)[t])
-    return _mean_square(net(x_t, t.to(x0.dtype), **net_kwargs), target)
+    return training_loss(net, x0, schedule, prediction_type, t=t, eps=eps, generator=generator, **net_kwargs)[0]
 
 
 def vlb_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
@@ -94,8 +92,8 @@ def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_typ
     variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb."""
     check_loss_type(loss_type, variance_type)
     t, eps, x_t = _noised(x0, schedule, t, eps, generator)
-    target = training_target(prediction_type, x0, eps, schedule.alpha_bar.to(x0.device)[t])
-    out = net(x_t, t.to(x0.dtype), **net_kwargs)
+    target = training_target(prediction_type, x0, eps, schedule.alpha_bar[t.cpu()])
+    out = net(x_t, t.to(device=x0.device, dtype=x0.dtype), **net_kwargs)
     if loss_type == "simple":
         return _mean_square(split_output(out, x_t)[0], target), None
     if loss_type == "vlb":
@@ -111,7 +109,7 @@ class ImportanceSampler:
 
     def __init__(self, T: int, history: int = 10, uniform_share: float = 1e-3):
         self.T, self.uniform_share = T, uniform_share
-        self.losses = torch.zeros(T, history, dtype=torch.float64)  # row t - 1: oldest first
+        self.losses = torch.zeros(T, history, dtype=torch.float64)  # row t - 1: oldest first, newest last
         self.counts = torch.zeros(T, dtype=torch.long)
 
     def probabilities(self) -> torch.Tensor:
@@ -131,17 +129,24 @@ class ImportanceSampler:
         return i + 1, 1 / (self.T * p[i])
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        """Record the per-sample losses (B,) seen at t (B,), in order; each t keeps its last ``history``."""
-        losses = losses.detach().double().cpu()
+        """Record the per-sample losses (B,) seen at t (B,), in order; each t keeps its last ``history``.
+
+        Vectorized: each row holds its newest loss in the last column; a row that gets k new losses shifts
+        left by k and takes the (at most H) newest of them, in batch order, at its right end."""
+        losses, t = losses.detach().double().cpu(), t.cpu().long()
         if not torch.isfinite(losses).all():
-            raise InputError("the importance sampler got a non-finite loss")
+            raise TrainingError("the loss became non-finite (seen by the importance sampler of t)")
         H = self.losses.shape[1]
-        for ti, loss in zip(t.cpu().tolist(), losses.tolist()):
-            row, n = ti - 1, self.counts[ti - 1].item()
-            if n == H:
-                self.losses[row] = torch.roll(self.losses[row], -1)
-            self.losses[row, min(n, H - 1)] = loss
-            self.counts[row] = min(n + 1, H)
+        t_sorted, order = torch.sort(t, stable=True)  # grouped by t, batch order kept within a group
+        new = torch.bincount(t - 1, minlength=self.T)
+        last = torch.cumsum(new, 0)[t_sorted - 1] - 1  # position of each group's newest loss in the sorted batch
+        from_end = last - torch.arange(len(t))  # 0 for the newest loss at its t
+        k = new.clamp(max=H)
+        src = torch.arange(H) + k[:, None]  # column H - 1 - j of the old row moves to H - 1 - j - k
+        shifted = torch.where(src < H, self.losses.gather(1, src.clamp(max=H - 1)), torch.zeros((), dtype=torch.float64))
+        keep = from_end < H
+        shifted[t_sorted[keep] - 1, H - 1 - from_end[keep]] = losses[order][keep]
+        self.losses, self.counts = shifted, (self.counts + new).clamp(max=H)
 
     def state_dict(self) -> dict:
         return {"losses": self.losses.clone(), "counts": self.counts.clone()}

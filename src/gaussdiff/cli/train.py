@@ -12,6 +12,7 @@ from ..report import make_pictures
 from ..saved import load_model
 from ..errors import InputError
 from ..train import TrainConfig, resolve, train
+from ..train.config import TYPES
 from .common import HelpFormatter
 
 TRAIN_HELP = {
@@ -50,9 +51,6 @@ TRAIN_HELP = {
     "tensorboard": "also log to RUN/tensorboard (pip install 'gaussdiff[tensorboard]')",
 }
 
-FIELD_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str}
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model and write a run folder (or continue one with --resume)",
                        formatter_class=HelpFormatter,
@@ -69,7 +67,7 @@ def add_parser(sub) -> None:
         if str(f.type) == "bool":
             p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
         else:
-            p.add_argument(name, type=FIELD_TYPES[str(f.type)], default=argparse.SUPPRESS, help=text)
+            p.add_argument(name, type=TYPES[str(f.type)][0], default=argparse.SUPPRESS, help=text)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures at the end")
 

@@ -1,7 +1,8 @@
 """The training configuration: its fields, their checks, and where values come from.
 
 Values are resolved in this order, later ones winning: the defaults below, the saved config of the run
-being resumed, a config file (TOML or YAML), the command-line flags. What a run used is saved as JSON.
+being resumed, a diffusers scheduler_config.json, a config file (TOML or YAML), the command-line flags.
+What a run used is saved as JSON.
 """
 
 from __future__ import annotations

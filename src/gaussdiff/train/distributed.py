@@ -81,6 +81,7 @@ def gather_global(procs: Processes, local: torch.Tensor) -> torch.Tensor:
     """The global batch's values in position order, from each rank's slice (positions rank, rank + world, ...)."""
     if procs.world == 1:
         return local
-    parts = [torch.empty_like(local) for _ in range(procs.world)]
-    dist.all_gather(parts, local.contiguous())
-    return torch.stack(parts, 1).flatten(0, 1)
+    on_device = local.to(procs.device).contiguous()  # NCCL gathers CUDA tensors only
+    parts = [torch.empty_like(on_device) for _ in range(procs.world)]
+    dist.all_gather(parts, on_device)
+    return torch.stack(parts, 1).flatten(0, 1).to(local.device)

@@ -20,6 +20,7 @@ from ..atomic import write_atomically, write_text_atomically
 from ..errors import InputError
 
 LOCK = "train.lock"
+REQUIRED = {"step", "elapsed_s", "model", "ema", "optimizer", "scaler"}  # what every checkpoint holds
 
 
 def prepare_run(out: str, overwrite: bool) -> Path:
@@ -87,16 +88,29 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         check_unlocked(self.path.parent)
         if self.path.exists():
-            warnings.warn(f"removing the stale lock {self.path} (its process is gone)", stacklevel=2)
-            self.path.unlink()
+            self._take_over_stale()
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:  # another trainer got there between the check and now
             check_unlocked(self.path.parent)
-            raise
+            raise InputError(f"{self.path} was taken by another trainer just now; try again") from None
         with os.fdopen(fd, "w") as f:
             json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
         return self
+
+    def _take_over_stale(self) -> None:
+        """Move the stale lock aside by rename (atomic: of two trainers, one wins); if what was moved is not the
+        stale lock that was judged (another trainer replaced it meanwhile), put it back and refuse."""
+        stale, aside = self.path.read_bytes(), self.path.with_name(f".{LOCK}.{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        if aside.read_bytes() != stale:
+            os.rename(aside, self.path)
+            raise InputError(f"{self.path} changed hands while this trainer took it over; try again")
+        aside.unlink()
+        warnings.warn(f"removed the stale lock {self.path} (its process is gone)", stacklevel=3)
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
@@ -122,7 +136,7 @@ def load_latest_checkpoint(run: Path, device="cpu") -> tuple[Path, dict]:
     for path in files:
         try:
             state = torch.load(path, map_location=device, weights_only=True)
-            if not isinstance(state, dict) or not {"step", "model", "ema", "optimizer"} <= set(state):
+            if not isinstance(state, dict) or not REQUIRED <= set(state):
                 raise ValueError("not a gaussdiff training checkpoint")
             return path, state
         except Exception as e:  # truncated zip, bad pickle opcode, wrong content: all mean "unreadable"

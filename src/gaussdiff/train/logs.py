@@ -30,12 +30,12 @@ class MetricsLog:
 
     def _reset(self):
         self.steps, self.grad = 0, 0.0
-        self.q_sum, self.q_n = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+        self.q_sum, self.q_n = torch.zeros(4), torch.zeros(4)  # float32: MPS has no float64; 1e-7 relative is plenty
 
     def add(self, per_sample_loss: torch.Tensor, t: torch.Tensor) -> None:
         q = ((t - 1) * 4 // self.T).clamp(0, 3).to(per_sample_loss.device)
-        self.q_sum = self.q_sum.to(q.device).index_add_(0, q, per_sample_loss.detach().double())
-        self.q_n = self.q_n.to(q.device).index_add_(0, q, torch.ones_like(per_sample_loss, dtype=torch.float64))
+        self.q_sum = self.q_sum.to(q.device).index_add_(0, q, per_sample_loss.detach().float())
+        self.q_n = self.q_n.to(q.device).index_add_(0, q, torch.ones_like(per_sample_loss, dtype=torch.float32))
 
     def end_step(self, grad_norm: float) -> None:
         self.steps += 1

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from .logs import MetricsLog, tensorboard_writer
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay 0.5 (1 + cos(pi p)) with p the budget used."""
+    """Linear warm-up over ``warmup_steps`` times the cosine decay 0.5 (1 + cos(pi p)), p the budget used."""
     warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
     return warm * (0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) if cfg.lr_schedule == "cosine" else 1.0)
 
@@ -88,6 +89,66 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
         distributed.stop(procs)
 
 
+@dataclass
+class Learner:
+    """Everything a step changes and a checkpoint holds: network, EMA, optimiser, grad scaler, t sampler."""
+
+    model: torch.nn.Module
+    ema: EMA
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    t_sampler: ImportanceSampler | None
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, dim: int, T: int, device: torch.device) -> "Learner":
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        model = MLP(dim, T, cfg.width, cfg.depth, cfg.emb_dim, learn_variance=cfg.variance_type == "learned_range")
+        model = model.to(device)
+        return cls(model, EMA(model, beta=cfg.ema_decay, update_after_step=0, update_every=1,
+                              include_online_model=False),
+                   torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     fused=device.type in ("cpu", "cuda") or None),
+                   torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+                   ImportanceSampler(T) if cfg.t_sampling == "importance" else None)
+
+    def state_dict(self, step: int, elapsed: float) -> dict:
+        state = dict(step=step, elapsed_s=elapsed, model=self.model.state_dict(), ema=self.ema.state_dict(),
+                     optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict())
+        if self.t_sampler is not None:
+            state["t_sampler"] = self.t_sampler.state_dict()
+        return state
+
+    def restore(self, run: Path, device: torch.device) -> tuple[int, float]:
+        """Load the newest readable checkpoint; returns (step, elapsed seconds)."""
+        path, state = load_latest_checkpoint(run, device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.t_sampler is not None and "t_sampler" in state:  # absent: importance sampling switched on now
+                self.t_sampler.load_state_dict(state["t_sampler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise InputError(f"{path} does not match the model of {run / 'config.json'}: "
+                             f"{' '.join(str(e).split())[:200]}") from None
+        return state["step"], state["elapsed_s"]
+
+
+def claim_run_folder(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool,
+                     stack: ExitStack) -> Path:
+    """Rank 0 creates (or checks) the run folder and locks it; every rank learns its verdict."""
+    run, error = Path(cfg.out), None
+    if procs.main:
+        try:
+            run = check_run_folder(run) if resume else prepare_run(cfg.out, overwrite)
+            stack.enter_context(RunLock(run))
+        except InputError as e:
+            error = str(e)
+    if (error := distributed.agree(procs, error)) is not None:
+        raise InputError(error)
+    return run
+
+
 def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool, progress: bool) -> Path:
     device = procs.device
     if cfg.precision == "fp16" and device.type != "cuda":
@@ -100,34 +161,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
     x, dim, T = x.to(device), x.shape[1], schedule.T
 
     with ExitStack() as stack:
-        run, error = Path(cfg.out), None
-        if procs.main:  # rank 0 owns the folder; every rank learns its verdict
-            try:
-                run = check_run_folder(run) if resume else prepare_run(cfg.out, overwrite)
-                stack.enter_context(RunLock(run))
-            except InputError as e:
-                error = str(e)
-        if (error := distributed.agree(procs, error)) is not None:
-            raise InputError(error)
-
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = MLP(dim, T, cfg.width, cfg.depth, cfg.emb_dim, learn_variance=cfg.variance_type == "learned_range")
-        model = model.to(device)
-        ema = EMA(model, beta=cfg.ema_decay, update_after_step=0, update_every=1, include_online_model=False)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                fused=device.type in ("cpu", "cuda") or None)
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-        t_sampler = ImportanceSampler(T) if cfg.t_sampling == "importance" else None
-        step, elapsed = 0, 0.0
-        if resume:
-            _, state = load_latest_checkpoint(run, device)
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            if t_sampler is not None and "t_sampler" in state:  # absent: importance sampling was switched on now
-                t_sampler.load_state_dict(state["t_sampler"])
-            step, elapsed = state["step"], state["elapsed_s"]
+        run = claim_run_folder(cfg, procs, overwrite, resume, stack)
+        learner = Learner.create(cfg, dim, T, device)
+        model, opt, scaler, t_sampler = learner.model, learner.opt, learner.scaler, learner.t_sampler
+        step, elapsed = learner.restore(run, device) if resume else (0, 0.0)
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
         net = DistributedDataParallel(model) if procs.world > 1 else model
         forward = torch.compile(net) if cfg.compile else net
@@ -141,10 +178,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
 
         def checkpoint() -> Path | None:
-            state = dict(step=step, elapsed_s=time.perf_counter() - start, model=model.state_dict(),
-                         ema=ema.state_dict(), optimizer=opt.state_dict(), scaler=scaler.state_dict())
-            if t_sampler is not None:
-                state["t_sampler"] = t_sampler.state_dict()
+            state = learner.state_dict(step, time.perf_counter() - start)
             return save_checkpoint(run, step, state, cfg.keep_checkpoints) if procs.main else None
 
         signals = stack.enter_context(StopSignals())
@@ -172,15 +206,15 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
                 log.add(loss.detach(), t[part])
                 seen.append((vlb if vlb is not None else loss).detach().float())
-            if t_sampler is not None:
-                t_sampler.update(distributed.gather_global(procs, t), distributed.gather_global(procs, torch.cat(seen)))
             scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
             if not math.isfinite(grad_norm) and not scaler.is_enabled():  # fp16: the scaler skips such steps
                 raise TrainingError(diverged_message(run, step))
+            if t_sampler is not None:  # the same global-batch history on every rank
+                t_sampler.update(distributed.gather_global(procs, t), distributed.gather_global(procs, torch.cat(seen)))
             scaler.step(opt)
             scaler.update()
-            ema.update()
+            learner.ema.update()
             step += 1
             log.end_step(grad_norm)
 
@@ -201,6 +235,6 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
         if procs.main:
             data_name = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
-            SavedModel(ema.ema_model, schedule, cfg.prediction_type, transform, data_name,
+            SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, transform, data_name,
                        cfg.variance_type).save(run / "model", online=model)
     return run
