@@ -11,14 +11,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import norm, sem
 
 from gaussdiff.bound import (continuous_gaussian_log_likelihood, discretized_gaussian_log_likelihood, normal_kl,
                              prior_kl, reverse_log_variance)
 from gaussdiff.chain import q_sample
 from gaussdiff.data import eight_gaussians_params
 from gaussdiff.errors import InputError
-from gaussdiff.likelihood import elbo, elbo_importance, term_at
+from gaussdiff.likelihood import elbo, elbo_importance, mean_se, term_at
 from gaussdiff.losses import ImportanceSampler
 from gaussdiff.mixture import GaussianMixture
 from gaussdiff.nets import MLP
@@ -261,6 +261,15 @@ def test_monte_carlo_bound_of_gaussian_data_agrees_with_the_closed_form_term_by_
     # Drawing t where the terms are large cuts the SE of sum L_{t-1} per evaluation: 8 draws do better than 8 / 100 of
     # the exact cost would suggest (sqrt(100 / 8) = 3.5 x the exact SE for uniform draws).
     assert importance.summary()["sum L_{t-1}"]["nats_se"] < 3.5 * exact.summary()["sum L_{t-1}"]["nats_se"]
+
+
+def test_mean_and_standard_error_are_scipys():
+    """The one mean +- SE of every likelihood report (Bound.summary, nll.json): scipy's sem uses the sample std."""
+    values = 3 * torch.randn(37, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 1
+    got = mean_se(values)
+    assert got["mean"] == pytest.approx(values.numpy().mean(), rel=1e-13)
+    assert got["se"] == pytest.approx(sem(values.numpy()), rel=1e-13)
+    assert mean_se(values[:1]) == {"mean": values[0].item(), "se": None}
 
 
 # --- the mixture oracle: the bound is above the NLL and closes in as T grows --------------------------------

@@ -10,8 +10,8 @@ import torch
 from sklearn.datasets import make_swiss_roll
 
 from gaussdiff import data
-from gaussdiff.data import (BUILTIN, Standardize, eight_gaussians_params, load_array,
-                            load_dataset, save_array)
+from gaussdiff.data import (BUILTIN, Standardize, eight_gaussians_params, load_array, load_dataset, load_points,
+                            output_folder, save_array)
 from gaussdiff.errors import InputError
 
 NAMES = ["moons", "swiss_roll", "8gaussians", "checkerboard", "circles", "pinwheel"]
@@ -371,3 +371,45 @@ def test_load_dataset_unknown_name_lists_builtins(tmp_path):
 def test_load_dataset_rejects_bad_count():
     with pytest.raises(InputError):
         load_dataset("moons", n=0)
+
+
+# --- load_points: what -n means wherever a command evaluates data ------------------------------------------
+
+def test_load_points_of_a_builtin_are_fresh_points_under_the_seed():
+    x, description = load_points("moons", 300, 5)
+    assert x.dtype == torch.float64 and torch.equal(x, BUILTIN["moons"](300, 5).double())
+    assert "moons" in description and "300" in description and "seed 5" in description
+    with pytest.raises(InputError, match="the number of points must be an integer >= 1, got None"):
+        load_points("moons", None, 0)  # a built-in set has no 'all'
+
+
+def test_load_points_of_a_file_are_rows_drawn_without_replacement(tmp_path):
+    """n < N: n distinct rows of the file, in its order, fixed by the seed; every row is drawn with probability n/N
+    (2000 seeds: each count is Binomial(2000, 0.3), sd 20.5; asserted within 5 sd). n >= N or None: all rows."""
+    rows = np.arange(20.0).reshape(10, 2)  # row i is (2i, 2i + 1)
+    path = tmp_path / "rows.csv"
+    save_array(path, rows)
+    counts = np.zeros(10)
+    for seed in range(2000):
+        x, _ = load_points(path, 3, seed)
+        index = (x[:, 0] / 2).long().numpy()
+        assert np.array_equal(x.numpy(), rows[index]) and len(set(index)) == 3 and (np.diff(index) > 0).all()
+        counts[index] += 1
+    assert np.abs(counts - 600).max() < 5 * math.sqrt(2000 * 0.3 * 0.7), counts
+    a, description = load_points(path, 3, 7)
+    assert torch.equal(a, load_points(path, 3, 7)[0]) and "3 of 10 rows" in description and "seed 7" in description
+    for n in (10, 11, None):
+        x, description = load_points(path, n, 7)
+        assert np.array_equal(x.numpy(), rows) and "all 10 rows" in description
+    with pytest.raises(InputError, match="unknown dataset 'rows.npy'"):
+        load_points("rows.npy", 3, 0)
+
+
+def test_output_folder_is_made_with_its_parents_or_refused_in_one_line(tmp_path):
+    assert output_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+    assert output_folder(str(tmp_path / "a" / "b")).is_dir()  # an existing folder is fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError) as info:
+        output_folder(tmp_path / "file" / "out", "the sweep folder")
+    assert f"cannot use {tmp_path / 'file' / 'out'} as the sweep folder: " in str(info.value)
+    assert "\n" not in str(info.value)

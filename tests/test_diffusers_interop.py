@@ -139,6 +139,24 @@ def test_absent_fields_take_diffusers_defaults():
     assert got.timestep_spacing == "linspace" and got.schedule.T == 10
 
 
+@pytest.mark.parametrize("cls, switch", [(diffusers.DDPMScheduler, "clip_sample = true"),
+                                         (diffusers.DDIMScheduler, "clip_sample = true"),
+                                         (diffusers.PNDMScheduler, "set_alpha_to_one = false")])
+def test_diffusers_default_configs_are_read_with_their_sampling_switches_ignored(tmp_path, cls, switch):
+    """diffusers' own defaults turn on a switch of its sampling loop: refused by default (one line), read with
+    sampling_switches='ignore', which names it; the schedule is diffusers' linear one either way."""
+    ref = cls()
+    ref.save_config(tmp_path)
+    with pytest.raises(InputError) as info:
+        read_scheduler_config(tmp_path)
+    assert str(info.value).startswith(f"scheduler config {switch} is not supported") and "\n" not in str(info.value)
+    got = read_scheduler_config(tmp_path, sampling_switches="ignore")
+    assert got.ignored == (switch.split()[0],)
+    assert torch.equal(got.schedule.betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))  # linear, as made
+    assert_same_alpha_bar(ref.alphas_cumprod, got.schedule)
+    assert (got.prediction_type, got.timestep_spacing, got.variance_type) == ("epsilon", "leading", "fixed_small")
+
+
 # --- refusals -----------------------------------------------------------------------------------------
 
 BASE = to_scheduler_config(make_schedule("linear", 1000), "epsilon")
@@ -158,8 +176,8 @@ BASE = to_scheduler_config(make_schedule("linear", 1000), "epsilon")
     (dict(prediction_type="flow_prediction"), "unknown prediction_type 'flow_prediction'"),
     (dict(variance_type="learned"), "variance_type = \"learned\" is not supported; supported: fixed_small"),
     (dict(variance_type=["fixed_small"]), "variance_type = [\"fixed_small\"] is not supported"),
-    (dict(num_train_timesteps=0), "num_train_timesteps must be a positive integer, got 0"),
-    (dict(num_train_timesteps=10.5), "num_train_timesteps must be a positive integer, got 10.5"),
+    (dict(num_train_timesteps=0), "num_train_timesteps must be an integer >= 1, got 0"),
+    (dict(num_train_timesteps=10.5), "num_train_timesteps must be an integer >= 1, got 10.5"),
     (dict(beta_start="0.0001"), "beta_start must be a number, got \"0.0001\""),
     (dict(beta_end=1.5), "every beta must lie in the open interval (0, 1)"),
     (dict(trained_betas=[0.1, 0.2]), "2 trained_betas but num_train_timesteps = 1000"),
@@ -182,6 +200,19 @@ def test_ignored_fields_do_not_matter():
                   steps_offset=1)  # steps_offset only shifts the leading grid; BASE is trailing
     a, b = from_scheduler_config(BASE), from_scheduler_config(BASE | solver)
     assert torch.equal(a.schedule.betas, b.schedule.betas) and a[1:] == b[1:]
+
+
+def test_ignoring_sampling_switches_names_each_and_still_refuses_the_models():
+    on = BASE | dict(clip_sample=True, thresholding=True, set_alpha_to_one=False, steps_offset=1,
+                     timestep_spacing="leading")
+    assert from_scheduler_config(on, "ignore").ignored == ("clip_sample", "thresholding", "set_alpha_to_one",
+                                                           "steps_offset")
+    assert from_scheduler_config(BASE, "ignore").ignored == from_scheduler_config(BASE).ignored == ()
+    for switch in (dict(rescale_betas_zero_snr=True), dict(timestep_type="continuous"), dict(use_flow_sigmas=True)):
+        with pytest.raises(InputError, match=f"{next(iter(switch))} = .* is not supported"):
+            from_scheduler_config(on | switch, "ignore")
+    with pytest.raises(InputError, match="unknown sampling_switches 'warn'; known: refuse, ignore"):
+        from_scheduler_config(BASE, "warn")
 
 
 @pytest.mark.parametrize("content, needle", [

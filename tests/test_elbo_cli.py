@@ -4,6 +4,7 @@ in model units, which differs by exactly the transform's log-Jacobian); bad inpu
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import torch
 from PIL import Image
 
 from gaussdiff.cli import main
-from gaussdiff.data import Standardize
+from gaussdiff.cli.elbo import compute
+from gaussdiff.data import BUILTIN, Standardize
+from gaussdiff.likelihood import elbo
 from gaussdiff.nets import MLP
 from gaussdiff.saved import SavedModel
 from gaussdiff.schedule import make_schedule
@@ -97,6 +100,22 @@ def test_discrete_data_and_the_importance_estimate(tmp_path, capsys):
     assert all(row["bits_per_dim"] >= 0 for row in result["terms"].values())
 
 
+def test_the_network_sees_x_t_in_its_own_dtype():
+    """A float64 network gets float64 x_t (a hard-coded float32 would not even run), so the command's estimate is
+    the library's bound of the same reverse model with the same seed, bit for bit."""
+    torch.manual_seed(0)
+    net = MLP(2, T, width=16, depth=1, emb_dim=8, learn_variance=True).double()
+    model = SavedModel(net, make_schedule("squaredcos_cap_v2", T), "v_prediction", Standardize.identity(2), "moons",
+                       "learned_range")
+    y = BUILTIN["moons"](16, 0).double()
+    args = SimpleNamespace(levels=None, batch_size=100, seed=3, estimate="exact", draws=16)
+    bound, curve, pilot = compute(model, y, -1.0, 1.0, args)
+    expected = elbo(model.reverse_model(), y, model.schedule, batch_size=100,
+                    generator=torch.Generator().manual_seed(3))
+    assert bound is curve and pilot == 0
+    torch.testing.assert_close(bound.total, expected.total, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--levels", "1"], "levels must be an integer >= 2"),
     (["--levels", "17"], "must be integers 0..16"),  # continuous data given as discrete
@@ -123,5 +142,5 @@ def test_bad_data_and_run_are_one_line_and_exit_2(models, tmp_path, capsys):
                    "must be integers 0..16")
     (tmp_path / "nan.csv").write_text("1,2\nnan,3\n")
     one_line_error(capsys, ["elbo", str(models["plain"]), "--data", str(tmp_path / "nan.csv")], "NaN")
-    one_line_error(capsys, ["elbo", str(models["plain"]), "--data", "spirals"], "unknown data 'spirals'")
+    one_line_error(capsys, ["elbo", str(models["plain"]), "--data", "spirals"], "unknown dataset 'spirals'")
     one_line_error(capsys, ["elbo", str(tmp_path / "missing"), "--data", "moons"], "does not exist")

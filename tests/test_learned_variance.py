@@ -1,5 +1,6 @@
 """Learned variances through the stack: the MLP's variance head, param's reverse model, the saved model's
-variance_type, and ancestral sampling with the model's own variance.
+variance_type, and ancestral sampling with the model's own variance (on integer grids only), in ``gaussdiff sample``,
+the sweep and the pictures.
 
 References: Nichol & Dhariwal's learned range written out by hand, the fixed-variance samplers (v = 0 and v = 1
 give beta_tilde and beta exactly), and diffusers' DDPMScheduler with variance_type='learned_range'.
@@ -11,14 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from gaussdiff.data import Standardize
+from gaussdiff.cli import main
+from gaussdiff.data import BUILTIN, Standardize
 from gaussdiff.errors import InputError
+from gaussdiff.metrics import sliced_w2
 from gaussdiff.mixture import GaussianMixture
 from gaussdiff.nets import MLP, build_network
-from gaussdiff.param import as_denoiser, as_reverse_model
-from gaussdiff.samplers import ddpm, timestep_grid
+from gaussdiff.param import CountingDenoiser, as_denoiser, as_reverse_model
+from gaussdiff.report import backward_states, strip_times
+from gaussdiff.samplers import ddpm, generate, timestep_grid
 from gaussdiff.saved import SavedModel, load_model
 from gaussdiff.schedule import make_schedule
+from gaussdiff.sweep import sweep
 
 T = 50
 
@@ -31,6 +36,13 @@ def schedule():
 def head_net(seed=0):
     torch.manual_seed(seed)
     return MLP(2, T, width=16, depth=1, emb_dim=8, learn_variance=True)
+
+
+def learned_model(schedule, variance_type="learned_range"):
+    """A saved-model object (not on disk) around head_net()."""
+    model = SavedModel(head_net(), schedule, "epsilon", Standardize.identity(2), "moons", variance_type)
+    model.network.eval()
+    return model
 
 
 def test_mlp_variance_head_and_old_configs():
@@ -156,6 +168,75 @@ def test_learned_sampling_needs_a_reverse_model(schedule):
     den = GaussianMixture([1.0], [[0.0, 0.0]], torch.eye(2)[None]).denoiser(schedule)
     with pytest.raises(InputError, match="needs a reverse model"):
         ddpm(den, torch.zeros(3, 2, dtype=torch.float64), schedule, timestep_grid(schedule, T), variance="learned")
-    with pytest.raises(InputError, match="integer t"):
+    with pytest.raises(InputError, match="needs an integer grid"):
         reverse = as_reverse_model(head_net(), schedule, "epsilon", "learned_range")
         ddpm(reverse, torch.zeros(3, 2), schedule, [T, 24.5, 0], variance="learned")
+
+
+@pytest.mark.parametrize("spacing", ["karras", "log_snr"])
+def test_learned_variance_on_a_noise_level_grid_is_refused_before_any_call(schedule, spacing):
+    reverse = CountingDenoiser(as_reverse_model(head_net(), schedule, "epsilon", "learned_range"))
+    with pytest.raises(InputError) as info:
+        ddpm(reverse, torch.zeros(3, 2), schedule, timestep_grid(schedule, 5, spacing), variance="learned")
+    assert "needs an integer grid, as the spacings linspace, leading, trailing, quadratic give" in str(info.value)
+    assert reverse.calls == 0
+
+
+def test_sample_command_refuses_learned_variance_on_a_noise_level_grid(schedule, tmp_path, capsys):
+    folder = learned_model(schedule).save(tmp_path / "model")
+    out = tmp_path / "s.npy"
+    code = main(["sample", str(folder), "-n", "5", "--steps", "4", "--spacing", "karras", "--out", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("gaussdiff sample: error: variance 'learned' needs an integer grid"), err
+    assert "linspace, leading, trailing, quadratic" in err[0]
+    assert not out.exists()
+
+
+# --- the model's own variance wherever a model is sampled -----------------------------------------------------
+
+@pytest.mark.parametrize("variance_type, variance", [("fixed_small", "beta_tilde"), ("fixed_large", "beta"),
+                                                     ("learned_range", "learned")])
+def test_saved_model_names_its_ddpm_variance_and_what_the_sampler_calls(schedule, variance_type, variance):
+    model = learned_model(schedule, variance_type)
+    assert model.ddpm_variance == variance
+    x, t = torch.randn(4, 2, generator=torch.Generator().manual_seed(6)), torch.tensor([1, 5, 30, 50])
+    got = model.sampling_denoiser(variance)(x, t)
+    if variance == "learned":  # the reverse model's (x0_hat, log_var): the same function of the same weights
+        for a, b in zip(got, model.reverse_model()(x, t), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(got, model.denoiser()(x, t), rtol=0, atol=0)
+
+
+def drawn(model, variance, steps=10, n=200, seed=4):
+    """``generate``'s ddpm draw (x_T, then the noise, from one seeded generator) with the given variance."""
+    with torch.no_grad():
+        return generate(model.reverse_model() if variance == "learned" else model.denoiser(), (n, 2), model.schedule,
+                        sampler="ddpm", steps=steps, generator=torch.Generator().manual_seed(seed), variance=variance)
+
+
+def test_sweep_samples_a_learned_range_model_with_its_learned_variance(schedule):
+    """The sweep's ddpm cell is the SW2 of ddpm with variance 'learned' from the sweep's seed, as ``gaussdiff sample``
+    draws by default; with beta_tilde (what the sweep ran before) the cell would differ."""
+    model = learned_model(schedule)
+    reference = BUILTIN["moons"](200, 1).double()
+    fresh = [BUILTIN["moons"](200, seed).double() for seed in (2, 3)]
+    [row] = sweep(model, reference, fresh, ["ddpm"], [10], seed=4).rows
+    learned, beta_tilde = (sliced_w2(drawn(model, v).double(), reference) for v in ("learned", "beta_tilde"))
+    assert row.nfe == 10 and row.sw2 == learned, (row.sw2, learned)  # the same computation: bit for bit
+    assert abs(beta_tilde - learned) > 1e-3, (learned, beta_tilde)  # the test can tell the two variances apart
+
+
+def test_pictures_of_a_learned_range_model_sample_with_its_learned_variance(schedule):
+    """The backward strip of ``gaussdiff plot`` ends at ddpm's output with the learned variance over all T steps."""
+    model = learned_model(schedule)
+    states = backward_states(model, 100, strip_times(T), torch.Generator().manual_seed(7))
+    assert states[-1][0] == 0
+    g = torch.Generator().manual_seed(7)
+    x_T = torch.randn(100, 2, generator=g)  # backward_states' draw: x_T first, then the noise from the same g
+    with torch.no_grad():
+        learned = ddpm(model.reverse_model(), x_T, schedule, timestep_grid(schedule, T), generator=g,
+                       variance="learned")
+    torch.testing.assert_close(states[-1][1], learned, rtol=0, atol=0)
+    assert not torch.allclose(learned, drawn(model, "beta_tilde", steps=T, n=100, seed=7), atol=1e-3)

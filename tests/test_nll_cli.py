@@ -118,6 +118,31 @@ def test_one_sample_has_no_standard_error(run, tmp_path, capsys):
     assert report["nll_nats"]["se"] is None and report["nll_nats"]["mean"] == report["per_sample"]["nll_nats"][0]
 
 
+def test_n_rows_of_a_file_are_drawn_under_the_seed_as_elbo_draws_them(run, tmp_path, capsys):
+    """-n 5 of a file's 30 rows: 5 distinct rows in file order, told apart by their closed-form NLL (every pair of
+    rows differs by more than 2e-3; the command's error is <= 1e-3, see above); two seeds pick two sets, not the first
+    5 rows; ``gaussdiff elbo`` with the same -n and --seed takes the same rows (data.load_points, one meaning of -n)."""
+    x = MEAN + STD * np.random.default_rng(2).standard_normal((30, 2))
+    exact = gaussian_nll(x)
+    assert np.diff(np.sort(exact)).min() > 2e-3
+    np.save(tmp_path / "x.npy", x)
+    picked = {}
+    for seed in (0, 1):
+        out = tmp_path / f"nll{seed}"
+        argv = ["--data", str(tmp_path / "x.npy"), "-n", "5", "--seed", str(seed), "--out"]
+        assert main(["nll", str(run), *argv, str(out)]) == 0
+        assert main(["elbo", str(run), *argv, str(tmp_path / f"elbo{seed}")]) == 0
+        report = json.loads((out / "nll.json").read_text())
+        nll = np.array(report["per_sample"]["nll_nats"])
+        rows = [int(np.abs(exact - v).argmin()) for v in nll]
+        assert np.abs(nll - exact[rows]).max() <= 1e-3 and rows == sorted(set(rows)) and len(rows) == 5, rows
+        assert report["data"] == json.loads((tmp_path / f"elbo{seed}" / "elbo.json").read_text())["data"]
+        assert "5 of 30 rows" in report["data"]
+        picked[seed] = rows
+    capsys.readouterr()
+    assert picked[0] != picked[1] and [0, 1, 2, 3, 4] not in picked.values(), picked
+
+
 def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit) as info:
         main(["nll", "--help"])
@@ -134,12 +159,12 @@ def test_help_shows_the_defaults(capsys):
     ("x", ["--levels", "256"], ["not all integers"]),
     ("x", ["-n", "0"], ["-n/--num-samples must be positive, got 0"]),
     ("x", ["--batch-size", "0"], ["--batch-size must be positive, got 0"]),
-    ("x", ["--hutchinson", "1"], ["--hutchinson must be 0 (exact trace) or >= 2"]),
+    ("x", ["--hutchinson", "1"], ["probes must be 0 (exact trace) or an integer >= 2", "got 1"]),
     ("x", ["--rtol", "0"], ["rtol must be a finite number > 0"]),
     ("x", ["--method", "rk4"], ["unknown ODE method 'rk4'"]),
     ("x", ["--sigma-min", "0"], ["sigma_min must lie in (0, sigma(T)"]),
     ("nan", [], ["rows contain NaN or Inf"]),
-    ("moonz", [], ["unknown data 'moonz'", "8gaussians"]),
+    ("moonz", [], ["unknown dataset 'moonz'", "8gaussians"]),
 ])
 def test_bad_input(run, tmp_path, capsys, data, args, needles):
     arrays = {"x": MEAN + np.zeros((4, 2)), "x3": np.zeros((4, 3)), "k": np.array([[0.0, 9.0], [1.0, 2.0]]),

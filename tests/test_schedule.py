@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from gaussdiff.errors import InputError
 from gaussdiff.schedule import NoiseSchedule, make_schedule, schedule_from_config
@@ -131,6 +132,32 @@ def test_sigma_at_and_t_of_sigma_round_trip(cfg):
     t = torch.from_numpy(rng.uniform(0, s.T, 1000))
     # Same bound as for t_of_log_alpha_bar (sigma -> log abar loses nothing beyond a few u).
     np.testing.assert_allclose(s.t_of_sigma(s.sigma_at(t)).numpy(), t.numpy(), rtol=0, atol=1e-8)
+
+
+class DeviceLog(TorchFunctionMode):
+    """Records the devices of the non-scalar tensors each torch function is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor) and a.ndim > 0]
+        self.calls.append((getattr(func, "__name__", str(func)), {a.device.type for a in tensors}))
+        return func(*args, **(kwargs or {}))
+
+
+def test_t_of_sigma_computes_on_the_device_of_its_input():
+    """The ODE sampler and likelihood pass sigma on the data's device (CUDA): the lookup table must go there, as in
+    log_alpha_bar_at, or searchsorted and the indexing mix devices. 'meta' stands for another device on a CPU host
+    (torch lets a meta op take a CPU table, so the devices of every call are checked, not only the result's)."""
+    s = make_schedule("linear", 10)
+    sigma = torch.ones(3, dtype=torch.float64, device="meta")
+    with DeviceLog() as log:
+        t = s.t_of_sigma(sigma)
+    assert t.device.type == "meta"
+    mixed = [(name, devices) for name, devices in log.calls if len(devices) > 1]
+    assert not mixed, mixed
 
 
 def test_fractional_t_outside_the_chain_is_rejected():

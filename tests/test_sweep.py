@@ -68,11 +68,13 @@ def test_steps_for_nfe_is_the_largest_that_fits(cost):
 # --- the sweep on the exact oracle ---------------------------------------------------------------------
 
 def oracle_model(transform):
-    """The exact denoiser of the 8 Gaussians (in model units) with the given map to the data's units: the
-    sweep needs only denoiser(), schedule and transform, so no training stands between it and the truth."""
+    """The exact denoiser of the 8 Gaussians (in model units) with the given map to the data's units: a sweep
+    of samplers other than ddpm needs only sampling_denoiser(), schedule and transform, so no training stands between
+    it and the truth."""
     schedule = make_schedule("squaredcos_cap_v2", 100)
     mix = GaussianMixture(*eight_gaussians_params())
-    return SimpleNamespace(denoiser=lambda: mix.denoiser(schedule), schedule=schedule, transform=transform), mix
+    denoiser = lambda variance=None: mix.denoiser(schedule)  # noqa: E731
+    return SimpleNamespace(denoiser=denoiser, sampling_denoiser=denoiser, schedule=schedule, transform=transform), mix
 
 
 @pytest.mark.parametrize("units", ["builtin", "file"])
@@ -182,16 +184,16 @@ def data_files(tmp_path):
 
 @pytest.mark.parametrize("args, needles", [
     (["--samplers", "ddim,nope"], ["unknown sampler 'nope'", "ddpm"]),
-    (["--nfe", "0"], ["every NFE must be an integer in [1, T = 50], got 0"]),
-    (["--nfe", "5,51"], ["every NFE must be an integer in [1, T = 50], got 51"]),
+    (["--nfe", "0"], ["every NFE must be an integer in [1, 50], got 0"]),
+    (["--nfe", "5,51"], ["every NFE must be an integer in [1, 50], got 51"]),
     (["--nfe", "5,ten"], ["--nfe must be comma-separated integers, got '5,ten'"]),
     (["-n", "0"], ["-n/--num-samples must be positive, got 0"]),
     (["-n", "1"], ["at least 2 points"]),
-    (["--within", "0"], ["--within must be a positive factor"]),
-    (["--seed", "-1"], ["the seed must be an integer in [0, 2**32), got -1"]),
+    (["--within", "0"], ["--within must be a finite number > 0, got 0.0"]),
+    (["--seed", "-1"], ["the seed must be an integer in [0, 4294967295], got -1"]),
     (["--spacing", "sideways"], ["unknown timestep spacing 'sideways'"]),
     (["--weights", "best"], ["unknown weights 'best'"]),
-    (["--data", "moonz"], ["unknown data 'moonz'", "moons"]),
+    (["--data", "moonz"], ["unknown dataset 'moonz'", "moons"]),
     (["--data", "{files}/three.npy"], ["held-out data has 3 features, the model 2"]),
     (["--data", "{files}/few.npy"], ["has 30 rows; a sweep of n = 20 needs at least 40"]),
     (["--data", "{files}/nan.csv"], ["contain NaN or Inf"]),

@@ -157,8 +157,18 @@ def test_scheduler_config_sets_schedule_prediction_and_variance(tmp_path):
     assert cfg.prediction_type == "epsilon"
 
 
+def test_scheduler_config_sampling_switches_are_ignored_with_a_warning(tmp_path):
+    """diffusers' default DDPMScheduler config has clip_sample = true: it changes sampling, not the model."""
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler(num_train_timesteps=30).save_config(tmp_path)
+    with pytest.warns(UserWarning, match="ignoring the sampling-only setting.*clip_sample"):
+        cfg = resolve_cli(["--scheduler-config", str(tmp_path / "scheduler_config.json")])
+    assert (cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type) == (30, "linear", "epsilon")
+
+
 @pytest.mark.parametrize("config, message", [
-    ({"num_train_timesteps": 50, "clip_sample": True}, "clip_sample = true"),
+    ({"num_train_timesteps": 50, "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr = true"),
     ({"num_train_timesteps": 50, "beta_schedule": "exponential"}, "beta_schedule"),
     ({"num_train_timesteps": 2, "trained_betas": [0.1, 0.2]}, "cannot be trained yet"),
 ])

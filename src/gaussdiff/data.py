@@ -18,7 +18,7 @@ import torch
 from sklearn.datasets import make_circles, make_moons, make_swiss_roll
 
 from .atomic import write_atomically
-from .errors import InputError
+from .errors import InputError, check_int
 
 # ---------------------------------------------------------------------------------------------
 # Built-in 2-D datasets. Each raw sampler maps (n, seed) to a float64 array (n, 2).
@@ -98,10 +98,13 @@ _RAW = {
 
 def _check_count_and_seed(n, seed) -> None:
     """Raise InputError unless n is a positive integer and seed an integer in [0, 2^32)."""
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-        raise InputError(f"the number of points must be a positive integer, got {n!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise InputError(f"the seed must be an integer in [0, 2**32), got {seed!r}")
+    check_int("the number of points", n, 1)
+    check_seed(seed)
+
+
+def check_seed(seed) -> int:
+    """seed as an int; InputError unless it is an integer in [0, 2^32) (what numpy and torch both take)."""
+    return check_int("the seed", seed, 0, 2**32 - 1)
 
 
 def _standardized(name: str):
@@ -236,6 +239,17 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def output_folder(path: str | os.PathLike, what: str = "the output folder") -> Path:
+    """Create the folder ``path`` (and its parents) for a command's results before any work is done;
+    InputError naming it as ``what`` where it cannot be (a file in the way, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot use {path} as {what}: {e.strerror or e}") from None
+    return path
+
+
 def save_array(path: str | os.PathLike, array) -> None:
     """Write an (N, D) array to .npy or .csv atomically: path ends up old or new, never half."""
     path = check_output_path(path)
@@ -282,8 +296,7 @@ class Standardize:
     @classmethod
     def identity(cls, dim: int) -> Standardize:
         """The identity map on dim features (mean 0, std 1)."""
-        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or dim < 1:
-            raise InputError(f"dim must be a positive integer, got {dim!r}")
+        check_int("dim", dim, 1)
         return cls(torch.zeros(dim), torch.ones(dim))
 
     @classmethod
@@ -347,6 +360,16 @@ class Standardize:
 # ---------------------------------------------------------------------------------------------
 
 
+def _is_builtin(name_or_path) -> bool:
+    """Whether the argument names a built-in dataset; InputError if it is neither one nor an existing file."""
+    if isinstance(name_or_path, str) and name_or_path in BUILTIN:
+        return True
+    if not Path(name_or_path).exists():
+        raise InputError(f"unknown dataset {str(name_or_path)!r}: neither a built-in name "
+                         f"({', '.join(BUILTIN)}) nor an existing file")
+    return False
+
+
 def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000,
                  seed: int = 0) -> tuple[torch.Tensor, Standardize, str]:
     """(x in model units, float32 (N, D); the map from user units; a description) of a dataset.
@@ -354,15 +377,30 @@ def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000,
     A built-in name gives n fresh points under seed, already in their own units (identity map);
     any other argument is a .npy or .csv file, standardized per feature (n and seed unused).
     """
-    if isinstance(name_or_path, str) and name_or_path in BUILTIN:
+    if _is_builtin(name_or_path):
         x = BUILTIN[name_or_path](n, seed)
         description = f"built-in {name_or_path!r}: {n} points, seed {seed}, standardized units"
         return x, Standardize.identity(2), description
     path = Path(name_or_path)
-    if not path.exists():
-        raise InputError(f"unknown dataset {str(name_or_path)!r}: neither a built-in name "
-                         f"({', '.join(BUILTIN)}) nor an existing file")
     array = load_array(path)
     transform = Standardize.fit(array)
     x = transform.forward(torch.from_numpy(array)).float()
     return x, transform, f"{path}: {array.shape[0]} rows x {array.shape[1]} features, standardized"
+
+
+def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int) -> tuple[torch.Tensor, str]:
+    """(float64 (N, D) in the data's own units, a description): the points a command evaluates.
+
+    A built-in name gives n fresh points under seed. A .npy or .csv file gives n of its rows drawn
+    without replacement under seed (kept in file order), or all its rows when n is None or >= its rows.
+    """
+    if n is not None:
+        _check_count_and_seed(n, seed)
+    if _is_builtin(name_or_path):
+        return BUILTIN[name_or_path](n, seed).double(), f"built-in {name_or_path!r}: {n} points, seed {seed}"
+    rows = torch.from_numpy(load_array(name_or_path))
+    total = len(rows)
+    if n is None or n >= total:
+        return rows, f"{name_or_path}: all {total} rows"
+    keep = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return rows[keep], f"{name_or_path}: {n} of {total} rows, drawn under seed {seed}"

@@ -28,6 +28,18 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> x
 ReverseModel = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # -> (x0_hat, log_var)
 
 
+class CountingDenoiser:
+    """A denoiser (or reverse model) that counts its calls, the NFE."""
+
+    def __init__(self, denoiser: Denoiser | ReverseModel):
+        self.denoiser = denoiser
+        self.calls = 0
+
+    def __call__(self, x_t: torch.Tensor, t):
+        self.calls += 1
+        return self.denoiser(x_t, t)
+
+
 def check_prediction_type(prediction_type: str) -> str:
     if prediction_type not in PREDICTION_TYPES:
         raise InputError(f"unknown prediction_type {prediction_type!r}; known: {', '.join(PREDICTION_TYPES)}")

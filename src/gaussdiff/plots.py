@@ -9,7 +9,6 @@ Points that are not finite (a diverged sampler) are left out and counted in the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib

@@ -9,7 +9,7 @@ import torch
 
 from . import plots
 from .chain import q_sample
-from .data import load_dataset
+from .data import load_points, output_folder
 from .errors import InputError
 from .saved import SavedModel, load_model
 from .samplers import ddpm, timestep_grid
@@ -32,16 +32,15 @@ def backward_states(model: SavedModel, n: int, times: list[int], generator) -> l
         if int(t) in times:
             keep[int(t)] = x.clone()
 
-    ddpm(model.denoiser(), x_T, model.schedule, timestep_grid(model.schedule, model.schedule.T), generator=generator,
-         callback=record)
+    variance = model.ddpm_variance  # the model's own reverse variance, as ``gaussdiff sample`` draws by default
+    ddpm(model.sampling_denoiser(variance), x_T, model.schedule, timestep_grid(model.schedule, model.schedule.T),
+         generator=generator, variance=variance, callback=record)
     return [(t, keep[t]) for t in sorted(keep, reverse=True)]
 
 
 def held_out_data(model: SavedModel, n: int, seed: int) -> torch.Tensor:
-    """Up to n points of the model's data set, in model units (a built-in one drawn afresh)."""
-    x, fitted, _ = load_dataset(model.data_name, n, seed)
-    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
-    return model.transform.forward(fitted.inverse(x.double())).float()  # float64 between units: large offsets
+    """Up to n points of the model's data set (``data.load_points``: a built-in one drawn afresh), in model units."""
+    return model.transform.forward(load_points(model.data_name, n, seed)[0]).float()  # float64 until here
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -60,11 +59,7 @@ def make_pictures(run, n: int = 2000, seed: int = 0, out=None) -> list[Path]:
     model = load_model(run)
     if model.transform.dim < 2:
         raise InputError("pictures are drawn for data of 2 or more dimensions (the first two are shown)")
-    out = Path(out) if out else run / "pictures"
-    try:  # fail before the sampling, with one line, if the pictures cannot go there
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot use {out} as the picture folder: {e.strerror or e}") from None
+    out = output_folder(out or run / "pictures", "the picture folder")  # before the sampling: one line, no work lost
     generator = torch.Generator().manual_seed(seed)
     data = held_out_data(model, n, seed + 1)
     T = model.schedule.T

@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -31,6 +30,7 @@ from .schedule import NoiseSchedule, schedule_from_config
 FORMAT = "gaussdiff-model"
 FORMAT_VERSION = 1
 WEIGHT_FILES = {"ema": "model.safetensors", "online": "online.safetensors"}
+DDPM_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # by variance_type
 
 
 @dataclass
@@ -53,6 +53,15 @@ class SavedModel:
     def reverse_model(self) -> ReverseModel:
         """(x_t, t) -> (x0_hat, log_var) with the model's own reverse variance (integer t in 1..T)."""
         return as_reverse_model(self.network, self.schedule, self.prediction_type, self.variance_type)
+
+    @property
+    def ddpm_variance(self) -> str:
+        """The ddpm sampler's reverse variance that is the model's own: beta_tilde, beta or learned."""
+        return DDPM_VARIANCE[self.variance_type]
+
+    def sampling_denoiser(self, variance: str | None = None) -> Denoiser | ReverseModel:
+        """What a sampler calls: the reverse model for ddpm's ``variance`` 'learned', else the denoiser."""
+        return self.reverse_model() if variance == "learned" else self.denoiser()
 
     def config(self) -> dict:
         return {

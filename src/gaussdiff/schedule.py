@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, check_int
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "sigmoid_alpha_bar")
 
@@ -80,7 +80,7 @@ class NoiseSchedule:
     def t_of_log_alpha_bar(self, log_ab) -> torch.Tensor:
         """Inverse of :meth:`log_alpha_bar_at` (log abar is strictly decreasing in t)."""
         log_ab = torch.as_tensor(log_ab, dtype=torch.float64)
-        table = -self.log_alpha_bar  # increasing
+        table = -self.log_alpha_bar.to(log_ab.device)  # increasing
         x = (-log_ab).clamp(table[0], table[-1])
         hi = torch.searchsorted(table, x.contiguous()).clamp(1, self.T)
         lo = hi - 1
@@ -136,9 +136,7 @@ def make_schedule(
     if trained_betas is not None:
         betas = _as_betas(trained_betas)
         return NoiseSchedule(betas, {"beta_schedule": "custom", "trained_betas": betas.tolist()})
-    T = num_train_timesteps
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise InputError(f"num_train_timesteps must be a positive integer, got {T!r}")
+    T = check_int("num_train_timesteps", num_train_timesteps, 1)
     if beta_schedule == "linear":
         betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     elif beta_schedule == "scaled_linear":

@@ -28,11 +28,11 @@ from tqdm import tqdm
 
 from . import plots
 from .atomic import write_text_atomically
-from .data import BUILTIN, load_array
-from .errors import InputError
+from .data import BUILTIN, check_seed, load_points
+from .errors import InputError, check_int
 from .metrics import sliced_w2
+from .param import CountingDenoiser
 from .samplers import SAMPLERS, generate, get_sampler, timestep_grid
-from .samplers.ode import CountingDenoiser
 from .saved import SavedModel
 
 DEFAULT_NFE = (5, 10, 20, 50, 100)
@@ -78,28 +78,22 @@ def check_request(schedule, samplers, nfes, spacing: str = "trailing") -> tuple[
         get_sampler(name)  # an unknown name: one line listing the known ones
     if not samplers or not nfes:
         raise InputError("a sweep needs at least one sampler and one NFE")
-    bad = [k for k in nfes if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= T]
-    if bad:
-        raise InputError(f"every NFE must be an integer in [1, T = {T}], got {bad[0]!r}")
-    return samplers, sorted(set(nfes))
+    return samplers, sorted({check_int("every NFE", k, 1, T) for k in nfes})
 
 
 def held_out(data: str, n: int, seed: int, dim: int):
     """(reference, [FLOOR_DRAWS fresh sets]) of n true points each, float64 in the data's own units.
 
-    A built-in name: independent draws. A .npy / .csv file: the reference is n random rows
-    and each fresh set n random rows of the others, so the file needs at least 2n rows."""
+    A built-in name: independent draws (``data.load_points``). A .npy / .csv file: the reference is n random
+    rows and each fresh set n random rows of the others, so the file needs at least 2n rows."""
     if not isinstance(n, int) or n < 2:
         raise InputError(f"a sweep compares sets of at least 2 points, got n = {n!r}")
-    if not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise InputError(f"the seed must be an integer in [0, 2**32), got {seed!r}")
+    check_seed(seed)
     if data in BUILTIN:
         seeds = np.random.SeedSequence([seed, HELD_OUT_SALT]).generate_state(FLOOR_DRAWS + 1)
-        sets = [BUILTIN[data](n, int(s)).double() for s in seeds]
-    elif not Path(data).exists():
-        raise InputError(f"unknown data {data!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a file")
+        sets = [load_points(data, n, int(s))[0] for s in seeds]
     else:
-        rows = torch.from_numpy(load_array(data))
+        rows = load_points(data, None, seed)[0]  # all of them, split below
         if len(rows) < 2 * n:
             raise InputError(f"{data} has {len(rows)} rows; a sweep of n = {n} needs at least {2 * n} "
                              "(a reference set and fresh sets for the floor)")
@@ -159,42 +153,37 @@ def adaptive(name: str) -> bool:
     return "rtol" in inspect.signature(SAMPLERS[name]).parameters
 
 
+def _counted_run(model: SavedModel, name: str, shape, steps: int, spacing: str, seed: int):
+    """(samples, denoiser calls) of one run of sampler ``name``; ddpm draws with the model's own reverse variance."""
+    options = {"variance": model.ddpm_variance} if name == "ddpm" else {}
+    counter = CountingDenoiser(model.sampling_denoiser(options.get("variance")))
+    x = generate(counter, shape, model.schedule, sampler=name, steps=steps, spacing=spacing,
+                 generator=torch.Generator().manual_seed(seed), **options)
+    return x, counter.calls
+
+
 def _prober(model: SavedModel, name: str, dim: int, spacing: str):
     """probe(K) -> the calls of a K-step run on one sample (memoized)."""
     cache = {}
 
     def probe(steps: int) -> int:
         if steps not in cache:
-            counter = CountingDenoiser(model.denoiser())
-            generate(counter, (1, dim), model.schedule, sampler=name, steps=steps, spacing=spacing,
-                     generator=torch.Generator().manual_seed(0))
-            cache[steps] = counter.calls
+            cache[steps] = _counted_run(model, name, (1, dim), steps, spacing, 0)[1]
         return cache[steps]
 
     return probe
 
 
 def _run(model: SavedModel, name: str, steps: int, reference, seed: int, spacing: str) -> SweepRow:
-    counter = CountingDenoiser(model.denoiser())
     wall, cpu = time.perf_counter(), time.process_time()
-    x = generate(counter, tuple(reference.shape), model.schedule, sampler=name, steps=steps, spacing=spacing,
-                 generator=torch.Generator().manual_seed(seed))  # the same x_T for every run
+    x, calls = _counted_run(model, name, tuple(reference.shape), steps, spacing, seed)  # one x_T for every run
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     samples = model.transform.inverse(x.double())
     sw2 = sliced_w2(samples, reference) if torch.isfinite(samples).all() else math.nan
-    return SweepRow(name, steps, steps, counter.calls, sw2, wall, cpu / max(wall, 1e-9))
+    return SweepRow(name, steps, steps, calls, sw2, wall, cpu / max(wall, 1e-9))
 
 
 # --- output ------------------------------------------------------------------------------------------
-
-def output_folder(path) -> Path:
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot use {path} as the sweep folder: {e.strerror or e}") from None
-    return path
-
 
 def format_table(result: SweepResult, within: float = 2.0) -> str:
     """Samplers x target NFE, SW2 per cell (the actual NFE in brackets where it differs), adaptive samplers

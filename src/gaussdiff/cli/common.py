@@ -1,10 +1,14 @@
-"""What every command shares: the help formatter and checks of plain numeric flags."""
+"""What every command shares: the help formatter, the help of -n, and checks of plain numeric flags."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..errors import InputError
+
+# What -n means wherever a command evaluates data (``data.load_points``).
+POINTS_HELP = ("points: N fresh ones of a built-in set drawn under --seed, or N rows of a file drawn without "
+               "replacement under --seed (all its rows when N >= their number)")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -15,12 +15,12 @@ from tqdm import tqdm
 from .. import plots
 from ..atomic import write_text_atomically
 from ..bound import VARIANCE_TYPES
-from ..data import BUILTIN, load_array
+from ..data import BUILTIN, load_points, output_folder
 from ..errors import InputError
 from ..likelihood import Bound, check_levels, elbo, elbo_importance
 from ..losses import ImportanceSampler
 from ..saved import SavedModel, load_model
-from .common import HelpFormatter, positive
+from .common import POINTS_HELP, HelpFormatter, positive
 
 ESTIMATES = ("exact", "importance")
 PILOT = 10  # points whose exact terms fit the importance sampler: its history of 10 losses per t
@@ -33,9 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True,
                    help=f"a built-in data set ({', '.join(BUILTIN)}; drawn afresh) or a .npy / .csv file of shape "
                         "(N, D) in the data's own units")
-    p.add_argument("-n", "--num-points", type=int, default=None,
-                   help="points: drawn from a built-in set (default 1000), or a random subset of a file's rows "
-                        "(default: all)")
+    p.add_argument("-n", "--num-points", type=int, default=1000, help=POINTS_HELP)
     p.add_argument("--levels", type=int, default=None,
                    help="discrete data, integers 0..levels-1 in the data's units (256: 8-bit, 17: scikit-learn's "
                         "digits): discretized decoder; default: continuous data, Gaussian density decoder")
@@ -50,28 +48,6 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8192, help="(point, t) pairs per network call")
     p.add_argument("--out", default=None, help="folder for elbo.json and elbo.png (default RUN/elbo)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-
-
-def load_points(data: str, n: int | None, seed: int) -> tuple[torch.Tensor, str]:
-    """(float64 (N, D) in the data's own units, a description): n fresh points of a built-in set, or a file's
-    rows (a random subset of n of them when n is given)."""
-    if data in BUILTIN:
-        n = n or 1000
-        return BUILTIN[data](n, seed).double(), f"built-in {data!r}: {n} points, seed {seed}"
-    if not Path(data).exists():
-        raise InputError(f"unknown data {data!r}: neither a built-in data set ({', '.join(BUILTIN)}) nor a file")
-    rows = torch.from_numpy(load_array(data))
-    if n is not None and n < len(rows):
-        rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]]
-    return rows, f"{data}: {len(rows)} rows"
-
-
-def output_folder(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot use {path} as the output folder: {e.strerror or e}") from None
-    return path
 
 
 def decoder_range(model: SavedModel, x: torch.Tensor, levels: int | None):
@@ -101,8 +77,9 @@ def _finite_or_none(values) -> list:
     return [v if math.isfinite(v) else None for v in values]
 
 
-@torch.no_grad()
-def run(args) -> None:
+def checked_inputs(args):
+    """The model, the data in their own units, their description and the decoder's range, every option checked
+    before any work."""
     for flag, value in (("-n/--num-points", args.num_points), ("--draws", args.draws),
                         ("--batch-size", args.batch_size), ("--threads", args.threads)):
         positive(flag, value)
@@ -116,20 +93,22 @@ def run(args) -> None:
     x, description = load_points(args.data, args.num_points, args.seed)
     if x.shape[1] != model.transform.dim:
         raise InputError(f"the data have {x.shape[1]} features, the model {model.transform.dim}")
-    lo, hi = decoder_range(model, x, args.levels)
-    out = output_folder(Path(args.out) if args.out else Path(args.run) / "elbo")
+    return model, x, description, decoder_range(model, x, args.levels)
 
-    network_model = model.reverse_model()
-    reverse = lambda x_t, t: network_model(x_t.float(), t)  # noqa: E731 (float64 bound, float32 network)
-    y = model.transform.forward(x)
+
+def compute(model: SavedModel, y: torch.Tensor, lo, hi, args) -> tuple[Bound, Bound, int]:
+    """(the bound of the points y in model units, the Bound whose per-t terms are drawn, the pilot's points), with a
+    progress bar: the exact estimate is its own curve; the importance one fits its proposal on PILOT points' terms."""
+    network_model, dtype = model.reverse_model(), next(model.network.parameters()).dtype
+    reverse = lambda x_t, t: network_model(x_t.to(dtype), t)  # noqa: E731 (the bound in float64, the net in its dtype)
     options = dict(levels=args.levels, lo=lo, hi=hi, batch_size=args.batch_size,
-                   log_det_jacobian=0.0 if args.levels else model.transform.log_abs_det_jacobian(),
+                   log_det_jacobian=log_det_jacobian(model, args.levels),
                    generator=torch.Generator().manual_seed(args.seed))
     T = model.schedule.T
     pilot_n = min(PILOT, len(y)) if args.estimate == "importance" else 0
     evaluations = pilot_n * T + len(y) * args.draws if pilot_n else len(y) * T
     bar = tqdm(total=evaluations, desc="elbo", unit="eval", disable=not sys.stderr.isatty())
-    if args.estimate == "exact":  # the curve: the Bound whose per-t terms are drawn
+    if args.estimate == "exact":
         bound = curve = elbo(reverse, y, model.schedule, callback=lambda t, terms: bar.update(len(t)), **options)
     else:
         sampler = ImportanceSampler(T)
@@ -138,7 +117,17 @@ def run(args) -> None:
         bound = elbo_importance(reverse, y, model.schedule, sampler, args.draws,
                                 callback=lambda t, terms: bar.update(len(t)), **options)
     bar.close()
+    return bound, curve, pilot_n
 
+
+def log_det_jacobian(model: SavedModel, levels: int | None) -> float:
+    """What L_0 takes off for the data's own units: the transform's log-Jacobian for a density, 0 for a probability."""
+    return 0.0 if levels else model.transform.log_abs_det_jacobian()
+
+
+def report(args, model: SavedModel, description: str, bound: Bound, curve: Bound, pilot_n: int, out: Path) -> None:
+    """Print the table and write elbo.json and elbo.png into ``out``."""
+    T = model.schedule.T
     kind = (f"discrete data on {args.levels} levels: a bound on a probability" if args.levels else
             "continuous data: a bound on a density in the data's own units (log-Jacobian of the transform in L_0)")
     print(f"variational bound of {args.run} on {description}; {kind}")
@@ -146,12 +135,20 @@ def run(args) -> None:
           + (f" (+ {pilot_n} x {T} for the proposal)" if pilot_n else "")
           + f"; variance_type {model.variance_type}; T = {T}")
     print(format_table(bound))
-    result = {"run": str(args.run), "data": description, "points": len(y), "dim": bound.dim,
+    result = {"run": str(args.run), "data": description, "points": bound.prior.numel(), "dim": bound.dim,
               "estimate": args.estimate, "evaluations_per_point": bound.evaluations, "T": T,
               "variance_type": model.variance_type, "levels": args.levels,
-              "log_det_jacobian": options["log_det_jacobian"], "terms": bound.summary(),
+              "log_det_jacobian": log_det_jacobian(model, args.levels), "terms": bound.summary(),
               "per_t_nats": _finite_or_none(curve.per_t.tolist()), "per_t_points": curve.prior.numel()}
     write_text_atomically(out / "elbo.json", json.dumps(result, indent=2))
     picture = plots.elbo_terms(curve.per_t, out / "elbo.png",
                                title=f"bound terms vs t ({curve.prior.numel()} points, {model.variance_type})")
     print(f"wrote {out / 'elbo.json'}\nwrote {picture}")
+
+
+@torch.no_grad()
+def run(args) -> None:
+    model, x, description, (lo, hi) = checked_inputs(args)
+    out = output_folder(args.out or Path(args.run) / "elbo")  # before the work: one line, nothing lost
+    bound, curve, pilot_n = compute(model, model.transform.forward(x), lo, hi, args)
+    report(args, model, description, bound, curve, pilot_n, out)

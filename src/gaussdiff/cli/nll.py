@@ -13,12 +13,12 @@ from tqdm import tqdm
 
 from .. import plots
 from ..atomic import write_text_atomically
-from ..data import BUILTIN, load_array
+from ..data import BUILTIN, load_points, output_folder
 from ..errors import InputError
-from ..likelihood import check_levels, check_options, ode_nll
+from ..likelihood import check_levels, check_options, mean_se, ode_nll
 from ..samplers.ode import ADAPTIVE_METHODS, check_solver
 from ..saved import load_model
-from .common import HelpFormatter, positive
+from .common import POINTS_HELP, HelpFormatter, positive
 
 
 def add_parser(sub) -> None:
@@ -27,8 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="run folder or model folder")
     p.add_argument("--data", required=True,
                    help=f"built-in data set ({', '.join(BUILTIN)}) or a .npy / .csv file (N, D) in the data's units")
-    p.add_argument("-n", "--num-samples", type=int, default=1000,
-                   help="points drawn from a built-in set, or the first N rows of a file")
+    p.add_argument("-n", "--num-samples", type=int, default=1000, help=POINTS_HELP)
     p.add_argument("--levels", type=int, default=None,
                    help="discrete data: integers 0..L-1, dequantized by U(-1/2, 1/2) (8-bit images: 256)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of the ODE solver")
@@ -39,37 +38,18 @@ def add_parser(sub) -> None:
                    help="0: exact divergence (D backward passes per call); K >= 2: Hutchinson with K probes")
     p.add_argument("--batch-size", type=int, default=500, help="samples per ODE solve")
     p.add_argument("--weights", default="ema", help="ema or online")
-    p.add_argument("--seed", type=int, default=0, help="seed of the built-in draw, dequantization and probes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data draw, dequantization and probes")
     p.add_argument("--out", default=None, help="folder for nll.json and nll.png (default RUN/nll)")
-
-
-def read_data(name: str, n: int, seed: int) -> tuple[torch.Tensor, str]:
-    """Up to n points in the data's own units, float64, and a description."""
-    if name in BUILTIN:
-        return BUILTIN[name](n, seed).double(), f"built-in {name!r}, {n} points, seed {seed}"
-    if not Path(name).exists():
-        raise InputError(f"unknown data {name!r}: neither a built-in name ({', '.join(BUILTIN)}) nor an existing file")
-    array = load_array(name)
-    return torch.from_numpy(array[:n]), f"{name}: the first {min(n, len(array))} of {len(array)} rows"
-
-
-def summary(values: torch.Tensor) -> dict:
-    """Mean and its standard error over the samples (None for one sample)."""
-    se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else None
-    return {"mean": values.mean().item(), "se": se}
 
 
 def checked_inputs(args):
     """The model, the data in its own units and their description, every option checked before any work."""
     positive("-n/--num-samples", args.num_samples)
     positive("--batch-size", args.batch_size)
-    if args.hutchinson < 0 or args.hutchinson == 1:
-        raise InputError(f"--hutchinson must be 0 (exact trace) or >= 2 (its standard error needs two probes), "
-                         f"got {args.hutchinson}")
     check_solver(args.rtol, args.atol, args.method)
     model = load_model(args.run, weights=args.weights)
     check_options(args.hutchinson, "rademacher", args.sigma_min, model.schedule)
-    x, description = read_data(args.data, args.num_samples, args.seed)
+    x, description = load_points(args.data, args.num_samples, args.seed)
     if x.shape[1] != model.transform.dim:
         raise InputError(f"the data have {x.shape[1]} values per row; the model at {args.run} expects "
                          f"{model.transform.dim}")
@@ -109,7 +89,7 @@ def make_report(args, description: str, results: list, wall: float, cpu: float) 
         "dequantization": (f"uniform: integers 0..{args.levels - 1} + U(-1/2, 1/2); the NLL bounds -log P(bin) "
                            "from above in expectation" if args.levels else None),
         "solver": {"method": args.method, "rtol": args.rtol, "atol": args.atol, "sigma_min": args.sigma_min},
-        "nll_nats": summary(nll), "bits_per_dim": summary(nll / (dim * math.log(2))),
+        "nll_nats": mean_se(nll), "bits_per_dim": mean_se(nll / (dim * math.log(2))),
         "nfe_per_batch": [r.nfe for r in results], "nfe_total": sum(r.nfe for r in results),
         "seconds": wall, "seconds_per_sample": wall / n, "threads": torch.get_num_threads(),
         "cpu_wall_ratio": cpu / wall,
@@ -119,11 +99,7 @@ def make_report(args, description: str, results: list, wall: float, cpu: float) 
 
 def run(args) -> None:
     model, x, description = checked_inputs(args)
-    out = Path(args.out) if args.out else Path(args.run) / "nll"
-    try:  # fail before the solve, with one line, if the results cannot go there
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot use {out} as the output folder: {e.strerror or e}") from None
+    out = output_folder(args.out or Path(args.run) / "nll")  # before the solve: one line, no work lost
     report = make_report(args, description, *solve(model, x, args))
     write_text_atomically(out / "nll.json", json.dumps(report, indent=2))
     picture = plots.nll_histogram(report["per_sample"]["nll_nats"], report["dim"], out / "nll.png",

@@ -14,7 +14,6 @@ from .common import HelpFormatter, positive
 
 SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": (), "dpmpp_3m": (), "euler": (),
                    "heun": (), "pf_ode": ("rtol", "atol")}  # which flags each sampler takes
-MODEL_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # ddpm's default
 
 
 def add_parser(sub) -> None:
@@ -52,8 +51,8 @@ def run(args) -> None:
     get_sampler(args.sampler)  # an unknown name: one line listing the known ones
     options = {name: getattr(args, name) for name in SAMPLER_OPTIONS[args.sampler]}
     if "variance" in options and options["variance"] is None:
-        options["variance"] = MODEL_VARIANCE[model.variance_type]
-    denoiser = model.reverse_model() if options.get("variance") == "learned" else model.denoiser()
+        options["variance"] = model.ddpm_variance
+    denoiser = model.sampling_denoiser(options.get("variance"))
     generator = torch.Generator().manual_seed(args.seed)
     starts = range(0, args.num_samples, args.batch_size)
     bar = tqdm(total=len(starts) * (args.steps or model.schedule.T), desc="sample", unit="step",

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ..data import BUILTIN
-from ..errors import InputError
+from ..data import BUILTIN, output_folder
+from ..errors import InputError, check_positive
 from ..samplers import SAMPLERS
 from ..saved import load_model
-from ..sweep import DEFAULT_NFE, check_request, format_table, held_out, output_folder, sweep, write_results
+from ..sweep import DEFAULT_NFE, check_request, format_table, held_out, sweep, write_results
 from .common import HelpFormatter, positive
 
 
@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated sampler names")
     p.add_argument("--nfe", default=",".join(map(str, DEFAULT_NFE)),
                    help="comma-separated target NFEs (denoiser calls), each in [1, T]")
-    p.add_argument("-n", "--num-samples", type=int, default=2000, help="samples per run and points per true set")
+    p.add_argument("-n", "--num-samples", type=int, default=2000,
+                   help="samples per run and points per true set: a built-in set draws each set afresh under --seed; "
+                        "a file gives a reference of N rows drawn under --seed and floor sets of N of its other rows")
     p.add_argument("--seed", type=int, default=0, help="seed of x_T and of the held-out sets")
     p.add_argument("--spacing", default="trailing", help="timestep spacing of every sampler's grid")
     p.add_argument("--within", type=float, default=2.0, help="'good enough': SW2 within this factor of the floor")
@@ -45,13 +47,12 @@ def run(args) -> None:
     positive("--threads", args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.within > 0:
-        raise InputError(f"--within must be a positive factor, got {args.within}")
+    check_positive("--within", args.within)
     model = load_model(args.run, weights=args.weights)
     samplers, nfes = check_request(model.schedule, [s.strip() for s in args.samplers.split(",")],
                                    _ints("--nfe", args.nfe), args.spacing)
     reference, fresh = held_out(args.data, args.num_samples, args.seed, model.transform.dim)
-    out = output_folder(args.out or Path(args.run) / "sweep")
+    out = output_folder(args.out or Path(args.run) / "sweep", "the sweep folder")
     result = sweep(model, reference, fresh, samplers, nfes, seed=args.seed, spacing=args.spacing,
                    progress=sys.stderr.isatty())
     print(format_table(result, args.within))

@@ -22,10 +22,11 @@ import torch
 
 from ..bound import model_mean, prior_kl, vlb_terms
 from ..chain import q_sample
-from ..errors import InputError
+from ..errors import InputError, check_int
 from ..losses import ImportanceSampler
 from ..param import ReverseModel
 from ..schedule import NoiseSchedule
+from .summary import mean_se
 
 
 @dataclass
@@ -51,18 +52,16 @@ class Bound:
         out = {}
         for name, x in (("total", self.total), ("L_T", self.prior), ("sum L_{t-1}", self.diffusion),
                         ("L_0", self.decoder)):
-            mean = x.mean().item()
-            se = (x.std() / math.sqrt(len(x))).item() if len(x) > 1 else None
-            out[name] = {"nats": mean, "nats_se": se, "bits_per_dim": mean * to_bpd,
-                         "bits_per_dim_se": None if se is None else se * to_bpd}
+            s = mean_se(x)
+            out[name] = {"nats": s["mean"], "nats_se": s["se"], "bits_per_dim": s["mean"] * to_bpd,
+                         "bits_per_dim_se": None if s["se"] is None else s["se"] * to_bpd}
         return out
 
 
 def check_quantized(x: torch.Tensor, levels: int, lo, hi) -> None:
     """InputError unless ``levels`` >= 2 and every value of x is one of the levels lo, lo + w, ..., hi
     (lo, hi scalars or per-feature; w = (hi - lo) / (levels - 1)), to 1e-3 of a bin."""
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 2:
-        raise InputError(f"the number of levels must be an integer >= 2, got {levels!r}")
+    check_int("the number of levels", levels, 2)
     lo, hi = (torch.as_tensor(v, dtype=torch.float64).to(x.device) for v in (lo, hi))
     if not (lo < hi).all():
         raise InputError(f"the decoder's range needs lo < hi, got lo {lo.tolist()}, hi {hi.tolist()}")
@@ -105,8 +104,7 @@ def term_at(reverse_model: ReverseModel, x0: torch.Tensor, schedule: NoiseSchedu
 
 
 def _pairs(total: int, batch_size: int):
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     for start in range(0, total, batch_size):
         yield torch.arange(start, min(start + batch_size, total))
 
@@ -154,8 +152,7 @@ def elbo_importance(reverse_model: ReverseModel, x0: torch.Tensor, schedule: Noi
     _check_data(x0, levels, lo, hi, log_det_jacobian)
     if sampler.T != schedule.T:
         raise InputError(f"the importance sampler is for T = {sampler.T}, the schedule has T = {schedule.T}")
-    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
-        raise InputError(f"the number of t draws per point must be a positive integer, got {draws!r}")
+    check_int("the number of t draws per point", draws, 1)
 
     def batches():
         for pair in _pairs(x0.shape[0] * draws, batch_size):

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from ..errors import InputError
-from ..param import Denoiser
-from ..samplers.ode import CountingDenoiser, check_solver, log_sigma, noise_level, pf_ode_drift
+from ..errors import InputError, check_int
+from ..param import CountingDenoiser, Denoiser
+from ..samplers.ode import check_solver, log_sigma, noise_level, pf_ode_drift
 from ..schedule import NoiseSchedule
 
 PROBES = ("rademacher", "gaussian")
@@ -110,8 +110,7 @@ def ode_log_prob(denoiser: Denoiser, y: torch.Tensor, schedule: NoiseSchedule, *
 
 def check_levels(x: torch.Tensor, levels) -> None:
     """Discrete data with ``levels`` levels are integers 0..levels-1, levels >= 2."""
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 2:
-        raise InputError(f"the number of levels must be an integer >= 2, got {levels!r}")
+    check_int("the number of levels", levels, 2)
     integral = bool((x == x.round()).all())
     if not integral or x.min() < 0 or x.max() > levels - 1:
         raise InputError(f"discrete data with {levels} levels must be integers 0..{levels - 1}; got values in "

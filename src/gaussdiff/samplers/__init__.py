@@ -15,7 +15,7 @@ from .ancestral import ddpm
 from .ddim import ddim, ddim_invert
 from .dpm_solver import dpmpp_2m, dpmpp_3m
 from .grids import SPACINGS, check_grid, timestep_grid
-from .karras import euler, heun
+from .edm import euler, heun
 from .ode import pf_ode
 
 SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m, "euler": euler, "heun": heun,

@@ -25,7 +25,7 @@ from ..chain import posterior_coefficients
 from ..errors import InputError
 from ..param import Denoiser, ReverseModel
 from ..schedule import NoiseSchedule
-from .grids import check_grid
+from .grids import INTEGER_SPACINGS, check_grid
 
 VARIANCES = ("beta_tilde", "beta", "learned")
 
@@ -55,6 +55,9 @@ def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSc
     if variance not in VARIANCES:
         raise InputError(f"unknown reverse variance {variance!r}; known: {', '.join(VARIANCES)}")
     grid = check_grid(grid, schedule.T)
+    if variance == "learned" and (grid != grid.round()).any():
+        raise InputError(f"variance 'learned' needs an integer grid, as the spacings {', '.join(INTEGER_SPACINGS)} "
+                         f"give (a reverse model is trained at integer t in 1..{schedule.T})")
     x = x_T
     for t, s in zip(grid[:-1], grid[1:]):
         ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)

@@ -17,7 +17,7 @@ import math
 import torch
 
 from ..chain import posterior_coefficients
-from ..errors import InputError
+from ..errors import InputError, check_int
 from ..param import Denoiser, eps_from_x0
 from ..schedule import NoiseSchedule
 from .grids import check_grid
@@ -67,8 +67,7 @@ def ddim_invert(denoiser: Denoiser, x_0: torch.Tensor, schedule: NoiseSchedule, 
     re-evaluating eps' at the current x_t estimate (x_t <- update with eps_hat(x_t, t)), which makes
     sampling undo the inversion up to the contraction of that iteration (one extra call per iteration).
     """
-    if not isinstance(fixed_point_iters, int) or isinstance(fixed_point_iters, bool) or fixed_point_iters < 0:
-        raise InputError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
+    check_int("fixed_point_iters", fixed_point_iters, 0)
     grid = check_grid(grid, schedule.T).flip(0)  # increasing: 0, ..., grid[0]
     x = x_0
     for s, t in zip(grid[:-1], grid[1:]):

@@ -20,12 +20,10 @@ Every grid then takes a final step to t = 0.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, check_int, check_positive
 from ..schedule import NoiseSchedule
 
 INTEGER_SPACINGS = ("linspace", "leading", "trailing", "quadratic")
@@ -36,7 +34,7 @@ DEFAULT_RHO = 7.0
 
 def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "trailing", *, rho: float | None = None,
                   sigma_min: float | None = None) -> torch.Tensor:
-    """K = ``steps`` network evaluations from t <= T down to 0; float64 (K + 1,).
+    """K = ``steps`` steps from t <= T down to 0; float64 (K + 1,).
 
     ``rho`` (karras) and ``sigma_min`` (karras, log_snr) shape the noise-level grids only."""
     if spacing not in SPACINGS:
@@ -47,20 +45,12 @@ def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "trailing"
         raise InputError(f"sigma_min applies to the {' and '.join(NOISE_LEVEL_SPACINGS)} spacings only")
     T = schedule.T
     if spacing in INTEGER_SPACINGS:
-        _check_steps(steps, T)
+        check_int("steps", steps, 1, T)
         ts = torch.as_tensor(_integer_times(T, steps, spacing), dtype=torch.float64)
     else:
-        _check_steps(steps, None)
+        check_int("steps", steps, 1)
         ts = schedule.t_of_sigma(_noise_levels(schedule, steps, spacing, rho, sigma_min))
     return check_grid(torch.cat([ts, ts.new_zeros(1)]), T)
-
-
-def _check_steps(steps, T: int | None) -> None:
-    """steps is an integer >= 1, and <= T where T is given (integer grids)."""
-    is_int = isinstance(steps, (int, np.integer)) and not isinstance(steps, bool)
-    if not (is_int and 1 <= steps and (T is None or steps <= T)):
-        allowed = "an integer >= 1" if T is None else f"an integer in [1, {T}]"
-        raise InputError(f"steps must be {allowed}, got {steps!r}")
 
 
 def _integer_times(T: int, K: int, spacing: str) -> np.ndarray:
@@ -88,9 +78,7 @@ def _noise_levels(schedule: NoiseSchedule, K: int, spacing: str, rho, sigma_min)
     ramp = torch.linspace(0, 1, K, dtype=torch.float64)
     if spacing == "log_snr":  # log-SNR = -2 log sigma: uniform in log sigma
         return torch.exp(torch.lerp(sigma_max.log(), sigma_min.log(), ramp))
-    rho = DEFAULT_RHO if rho is None else rho
-    if not (isinstance(rho, (int, float)) and not isinstance(rho, bool) and math.isfinite(rho) and rho > 0):
-        raise InputError(f"rho must be a finite number > 0, got {rho!r}")
+    rho = DEFAULT_RHO if rho is None else check_positive("rho", rho)
     return torch.lerp(sigma_max ** (1 / rho), sigma_min ** (1 / rho), ramp) ** rho
 
 

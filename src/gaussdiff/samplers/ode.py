@@ -15,36 +15,21 @@ The likelihood (``gaussdiff.likelihood.ode_nll``) integrates the same drift the 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchdiffeq import odeint
 
-from ..errors import InputError
-from ..param import Denoiser
+from ..errors import InputError, check_positive
+from ..param import CountingDenoiser, Denoiser
 from ..schedule import NoiseSchedule
 from .grids import check_grid
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's step-size-controlled
 
 
-class CountingDenoiser:
-    """A denoiser that counts its calls (NFE)."""
-
-    def __init__(self, denoiser: Denoiser):
-        self.denoiser = denoiser
-        self.calls = 0
-
-    def __call__(self, x_t: torch.Tensor, t) -> torch.Tensor:
-        self.calls += 1
-        return self.denoiser(x_t, t)
-
-
 def check_solver(rtol, atol, method: str) -> None:
     """Tolerances must be finite and positive, the method one of torchdiffeq's adaptive ones."""
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or tol <= 0:
-            raise InputError(f"{name} must be a finite number > 0, got {tol!r}")
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
     if method not in ADAPTIVE_METHODS:
         raise InputError(f"unknown ODE method {method!r}; known: {', '.join(ADAPTIVE_METHODS)}")
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +155,9 @@ def read_run_config(run: Path) -> dict:
 
 def scheduler_config_values(path) -> dict:
     """The fields a diffusers scheduler_config.json sets: schedule, prediction and variance type."""
-    settings = read_scheduler_config(path)
+    settings = read_scheduler_config(path, sampling_switches="ignore")
+    if settings.ignored:  # e.g. DDPMScheduler's default clip_sample = true: a sampling choice, not the model's
+        warnings.warn(f"{path}: ignoring the sampling-only setting(s) {', '.join(settings.ignored)}", stacklevel=2)
     schedule = settings.schedule.config
     if schedule["beta_schedule"] == "custom":
         raise InputError(f"{path}: trained_betas (or a schedule diffusers names differently) cannot be trained yet; "

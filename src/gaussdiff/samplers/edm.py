@@ -29,8 +29,9 @@ def _edm_denoiser(denoiser: Denoiser, schedule: NoiseSchedule):
     return D
 
 
-def _edm_ode(second_order: bool, denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
+def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, method: str,
              callback) -> torch.Tensor:
+    """The EDM-form ODE over ``grid`` by ``method``, 'euler' or 'heun' (module doc)."""
     grid = check_grid(grid, schedule.T)
     D = _edm_denoiser(denoiser, schedule)
     sigmas = schedule.sigma_at(grid)
@@ -40,7 +41,7 @@ def _edm_ode(second_order: bool, denoiser: Denoiser, x_T: torch.Tensor, schedule
             d = (y - D(y, t)) / sigma_t.to(y.dtype)
             dsigma = (sigma_s - sigma_t).to(y.dtype)
             y_euler = y + dsigma * d
-            if second_order:
+            if method == "heun":
                 d_s = (y_euler - D(y_euler, s)) / sigma_s.to(y.dtype)
                 y = y + dsigma * (d + d_s) / 2
             else:
@@ -55,10 +56,10 @@ def _edm_ode(second_order: bool, denoiser: Denoiser, x_T: torch.Tensor, schedule
 def euler(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
           callback=None) -> torch.Tensor:
     """Euler over ``grid`` in EDM form (deterministic; ``generator`` is unused). One call per step."""
-    return _edm_ode(False, denoiser, x_T, schedule, grid, callback)
+    return _edm_ode(denoiser, x_T, schedule, grid, method="euler", callback=callback)
 
 
 def heun(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
          callback=None) -> torch.Tensor:
     """Heun's second-order method over ``grid`` in EDM form (deterministic); 2K - 1 calls for K steps."""
-    return _edm_ode(True, denoiser, x_T, schedule, grid, callback)
+    return _edm_ode(denoiser, x_T, schedule, grid, method="heun", callback=callback)
