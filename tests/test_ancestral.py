@@ -108,8 +108,8 @@ def test_one_respaced_step_draws_from_the_bayes_posterior(variance):
 def test_generate_is_ddpm_from_a_standard_normal_draw():
     s = make_schedule("linear", 30, beta_start=1e-3, beta_end=0.3)
     den = lambda x, t: 0.5 * x  # noqa: E731 (any deterministic denoiser)
-    out = generate(den, (16, 2), s, steps=10, spacing="leading", generator=torch.Generator().manual_seed(2),
-                   variance="beta")
+    out = generate(den, (16, 2), s, sampler="ddpm", steps=10, spacing="leading",
+                   generator=torch.Generator().manual_seed(2), variance="beta")
     g = torch.Generator().manual_seed(2)
     x_T = torch.randn((16, 2), generator=g, dtype=torch.float32)
     ref = ddpm(den, x_T, s, timestep_grid(s, 10, "leading"), generator=g, variance="beta")
@@ -226,7 +226,8 @@ def test_ancestral_sampling_with_the_exact_oracle_reproduces_eight_gaussians(eig
     # time (the oracle takes ~8 ms per call on 4000 points, one thread).
     s = make_schedule("linear", 200, beta_start=5e-4, beta_end=0.1)
     g = torch.Generator().manual_seed(7 if variance == "beta_tilde" else 8)
-    x = generate(eight.denoiser(s), (N, 2), s, sampler="ddpm", generator=g, variance=variance).double()
+    x = generate(eight.denoiser(s), (N, 2), s, sampler="ddpm", steps=s.T, spacing="trailing", generator=g,
+                 variance=variance).double()
     assert x.shape == (N, 2) and torch.isfinite(x).all()
 
     # 1. Mode weights: counts of the most responsible component vs multinomial(N, 1/8).

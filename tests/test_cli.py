@@ -64,7 +64,7 @@ def run_cli(*args):
                f"peak learning rate of AdamW (default: {TrainConfig.lr})", f"(default: {TrainConfig.data})",
                f"(default: {TrainConfig.beta_schedule})", f"(default: {TrainConfig.num_train_timesteps})",
                f"(default: {TrainConfig.prediction_type})", f"(default: {TrainConfig.lr_schedule})", "--overwrite"]),
-    ("sample", ["number of samples (default: 1000)", "(default: ddpm)", "(default: trailing)", "(default: ema)",
+    ("sample", ["number of samples (default: 1000)", "(default: dpmpp_2m)", "(default: log_snr)", "(default: ema)",
                 "(default: the model's variance_type)", "(default: 10000)"]),
     ("plot", ["points per picture (default: 2000)", "sampling seed (default: 0)"]),
 ])
@@ -220,7 +220,7 @@ def test_sample_bad_run_folder(bad_run_folders, tmp_path, capsys, which, needle)
     (["--batch-size", "0"], ["--batch-size must be positive, got 0"]),
     (["--sampler", "euler_z"], ["unknown sampler 'euler_z'", "ddpm"]),
     (["--spacing", "sideways"], ["unknown timestep spacing 'sideways'"]),
-    (["--variance", "big"], ["unknown reverse variance 'big'"]),
+    (["--sampler", "ddpm", "--variance", "big"], ["unknown reverse variance 'big'"]),
     (["--weights", "best"], ["unknown weights 'best'"]),
 ])
 def test_sample_bad_option(run, tmp_path, capsys, args, needles):
@@ -239,7 +239,7 @@ def test_sample_bad_output_path(run, tmp_path, capsys, name, needle):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args", [["--sampler", "nope"], ["--steps", "999"], ["--variance", "big"],
+@pytest.mark.parametrize("args", [["--sampler", "nope"], ["--steps", "999"], ["--sampler", "ddpm", "--variance", "big"],
                                   ["--weights", "best"]])
 def test_failed_sample_leaves_an_existing_output_byte_identical(run, tmp_path, capsys, args):
     out = tmp_path / "s.npy"
@@ -343,7 +343,8 @@ def test_ddpm_uses_the_models_own_variance_by_default(run, tmp_path):
     variance (same seed, byte-identical files), and the two learned choices differ from beta_tilde's."""
     def sample(folder, *flags):
         out = tmp_path / f"s{len(list(tmp_path.iterdir()))}.npy"
-        assert main(["sample", str(folder), "-n", "50", "--steps", "10", "--out", str(out), *flags]) == 0
+        assert main(["sample", str(folder), "-n", "50", "--sampler", "ddpm", "--steps", "10", "--spacing", "trailing",
+                     "--out", str(out), *flags]) == 0
         return np.load(out)
 
     assert np.array_equal(sample(run), sample(run, "--variance", "beta_tilde"))

@@ -185,7 +185,8 @@ def test_learned_variance_on_a_noise_level_grid_is_refused_before_any_call(sched
 def test_sample_command_refuses_learned_variance_on_a_noise_level_grid(schedule, tmp_path, capsys):
     folder = learned_model(schedule).save(tmp_path / "model")
     out = tmp_path / "s.npy"
-    code = main(["sample", str(folder), "-n", "5", "--steps", "4", "--spacing", "karras", "--out", str(out)])
+    code = main(["sample", str(folder), "-n", "5", "--sampler", "ddpm", "--steps", "4", "--spacing", "karras",
+                 "--out", str(out)])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("gaussdiff sample: error: variance 'learned' needs an integer grid"), err
@@ -213,7 +214,8 @@ def drawn(model, variance, steps=10, n=200, seed=4):
     """``generate``'s ddpm draw (x_T, then the noise, from one seeded generator) with the given variance."""
     with torch.no_grad():
         return generate(model.reverse_model() if variance == "learned" else model.denoiser(), (n, 2), model.schedule,
-                        sampler="ddpm", steps=steps, generator=torch.Generator().manual_seed(seed), variance=variance)
+                        sampler="ddpm", steps=steps, spacing="trailing", generator=torch.Generator().manual_seed(seed),
+                        variance=variance)
 
 
 def test_sweep_samples_a_learned_range_model_with_its_learned_variance(schedule):

@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import check_output_path, save_array
-from ..samplers import SPACINGS, generate, get_sampler
+from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SPACINGS, generate, get_sampler
 from ..saved import load_model
 from .common import HelpFormatter, positive
 
@@ -21,9 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="run folder or model folder")
     p.add_argument("-n", "--num-samples", type=int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="output file, .npy or .csv, in the data's own units")
-    p.add_argument("--sampler", default="ddpm", help=f"sampler: {', '.join(SAMPLER_OPTIONS)}")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: T)")
-    p.add_argument("--spacing", default="trailing", help=f"timestep spacing: {', '.join(SPACINGS)}")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLER_OPTIONS)}")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps (ddpm over all T: --steps T)")
+    p.add_argument("--spacing", default=DEFAULT_SPACING, help=f"timestep spacing: {', '.join(SPACINGS)}")
     p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
     p.add_argument("--sigma-min", type=float, default=None,
                    help="karras and log_snr spacings: the last noise level before 0 (default: sigma at t = 1)")
@@ -55,7 +55,7 @@ def run(args) -> None:
     denoiser = model.sampling_denoiser(options.get("variance"))
     generator = torch.Generator().manual_seed(args.seed)
     starts = range(0, args.num_samples, args.batch_size)
-    bar = tqdm(total=len(starts) * (args.steps or model.schedule.T), desc="sample", unit="step",
+    bar = tqdm(total=len(starts) * args.steps, desc="sample", unit="step",
                disable=not sys.stderr.isatty())
     chunks = []
     for start in starts:

@@ -28,16 +28,22 @@ def get_sampler(name: str):
     return SAMPLERS[name]
 
 
-def generate(denoiser: Denoiser, shape, schedule: NoiseSchedule, *, sampler: str = "ddpm", steps: int | None = None,
-             spacing: str = "trailing", grid_options: dict | None = None, generator=None, device=None,
-             dtype=torch.float32, **options) -> torch.Tensor:
-    """Draw x_T ~ N(0, I) of ``shape`` and run a named sampler on a grid of ``steps`` (default T);
+# The defaults of `generate` and `gaussdiff sample`: on the exact-oracle benchmark (benchmarks/RESULTS.md) DPM-Solver++(2M)
+# on a grid uniform in log-SNR is within 3x the Monte Carlo floor of the within-mode std from 20 steps, on linear
+# and cosine schedules alike, where ancestral DDPM needs about 1000.
+DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_SPACING = "dpmpp_2m", 25, "log_snr"
+
+
+def generate(denoiser: Denoiser, shape, schedule: NoiseSchedule, *, sampler: str = DEFAULT_SAMPLER,
+             steps: int = DEFAULT_STEPS, spacing: str = DEFAULT_SPACING, grid_options: dict | None = None,
+             generator=None, device=None, dtype=torch.float32, **options) -> torch.Tensor:
+    """Draw x_T ~ N(0, I) of ``shape`` and run a named sampler on a grid of ``steps``;
     ``grid_options`` go to :func:`timestep_grid` (rho, sigma_min), ``options`` to the sampler."""
     fn = get_sampler(sampler)
-    grid = timestep_grid(schedule, schedule.T if steps is None else steps, spacing, **(grid_options or {}))
+    grid = timestep_grid(schedule, steps, spacing, **(grid_options or {}))
     x_T = torch.randn(shape, generator=generator, dtype=dtype, device=device)
     return fn(denoiser, x_T, schedule, grid, generator=generator, **options)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpmpp_2m", "dpmpp_3m", "euler", "generate",
+__all__ = ["DEFAULT_SAMPLER", "DEFAULT_SPACING", "DEFAULT_STEPS", "SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpmpp_2m", "dpmpp_3m", "euler", "generate",
            "get_sampler", "check_grid", "heun", "pf_ode", "timestep_grid"]

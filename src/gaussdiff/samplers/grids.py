@@ -44,11 +44,10 @@ def timestep_grid(schedule: NoiseSchedule, steps: int, spacing: str = "trailing"
     if sigma_min is not None and spacing not in NOISE_LEVEL_SPACINGS:
         raise InputError(f"sigma_min applies to the {' and '.join(NOISE_LEVEL_SPACINGS)} spacings only")
     T = schedule.T
+    check_int("steps", steps, 1, T)  # noise-level grids could go finer than T, but no sampler gains from it
     if spacing in INTEGER_SPACINGS:
-        check_int("steps", steps, 1, T)
         ts = torch.as_tensor(_integer_times(T, steps, spacing), dtype=torch.float64)
     else:
-        check_int("steps", steps, 1)
         ts = schedule.t_of_sigma(_noise_levels(schedule, steps, spacing, rho, sigma_min))
     return check_grid(torch.cat([ts, ts.new_zeros(1)]), T)
 
