@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from gaussdiff.cli import main
+from gaussdiff.data import Standardize
 from gaussdiff.errors import InputError
 from gaussdiff.mixture import GaussianMixture
+from gaussdiff.nets import MLP
 from gaussdiff.samplers import SAMPLERS, SPACINGS, check_grid, ddim, generate, get_sampler, timestep_grid
 from gaussdiff.samplers.grids import INTEGER_SPACINGS, NOISE_LEVEL_SPACINGS
+from gaussdiff.saved import SavedModel
 from gaussdiff.schedule import make_schedule
 
 T = 1000
@@ -37,8 +41,9 @@ def linear():
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_every_grid_from_1_to_T_steps_is_strictly_decreasing_and_ends_at_0(schedule, spacing):
     """K + 1 finite float64 times, strictly decreasing (no two steps collide), in [0, T], ending at 0; integer
-    spacings on integers; noise-level spacings from t = T (float64 round trip sigma -> t: 1e-9) to t = 1
-    (sigma_min's default)."""
+    spacings on integers; noise-level spacings from sigma_max = min(sigma(T), 80) (float64 round trip sigma -> t:
+    1e-9) to t = 1 (sigma_min's default)."""
+    start = schedule.t_of_sigma(schedule.sigma_at(T).clamp(max=80.0)).item()
     for K in range(1, T + 1):
         grid = timestep_grid(schedule, K, spacing)
         assert grid.dtype == torch.float64 and grid.shape == (K + 1,), (K, grid.shape)
@@ -47,7 +52,7 @@ def test_every_grid_from_1_to_T_steps_is_strictly_decreasing_and_ends_at_0(sched
         if spacing in INTEGER_SPACINGS:
             assert torch.equal(grid, grid.round()), K
         else:
-            assert abs(grid[0].item() - T) < 1e-9, K
+            assert abs(grid[0].item() - start) < 1e-9, K
             if K > 1:
                 assert abs(grid[-2].item() - 1) < 1e-9, K
 
@@ -98,7 +103,7 @@ def test_karras_and_log_snr_sigmas_match_diffusers(schedule, K):
         ref = cls(num_train_timesteps=T, beta_schedule=name, timestep_spacing="linspace", **kw)
         ref.alphas_cumprod = schedule.alpha_bar[1:].clone()
         ref.set_timesteps(K)
-        grid = timestep_grid(schedule, K, spacing)
+        grid = timestep_grid(schedule, K, spacing, sigma_max=schedule.sigma_at(T).item())  # diffusers': sigma(T)
         ours = schedule.sigma_at(grid[:-1])
         theirs = ref.sigmas[:-1].double()
         assert ref.sigmas[-1] == 0 and theirs.shape == ours.shape
@@ -181,13 +186,17 @@ def test_bad_grid_options_are_rejected(linear):
         with pytest.raises(InputError, match="rho must be"):
             timestep_grid(linear, 10, "karras", rho=rho)
     for spacing in NOISE_LEVEL_SPACINGS:
-        for sigma_min in (0.0, -0.1, sigma_T, 2 * sigma_T, math.nan, "0.1", True):
+        for sigma_min in (0.0, -0.1, 80.0, 2 * sigma_T, math.nan, "0.1", True):  # 80: the default sigma_max
             with pytest.raises(InputError, match="sigma_min must be"):
                 timestep_grid(linear, 10, spacing, sigma_min=sigma_min)
+        for sigma_max in (0.0, -0.1, 1.01 * sigma_T, math.nan, "80", True):
+            with pytest.raises(InputError, match="sigma_max must be"):
+                timestep_grid(linear, 10, spacing, sigma_max=sigma_max)
     with pytest.raises(InputError, match="rho applies to the karras spacing only"):
         timestep_grid(linear, 10, "log_snr", rho=7.0)
-    with pytest.raises(InputError, match="sigma_min applies to the log_snr and karras spacings only"):
-        timestep_grid(linear, 10, "trailing", sigma_min=0.1)
+    for option in ("sigma_min", "sigma_max"):
+        with pytest.raises(InputError, match="sigma_min and sigma_max apply to the log_snr and karras spacings only"):
+            timestep_grid(linear, 10, "trailing", **{option: 1.0})
     with pytest.raises(InputError, match="rho applies"):  # through generate, as the command line calls it
         generate(lambda x, t: x, (2, 1), linear, steps=10, grid_options={"rho": 7.0})
 
@@ -207,3 +216,19 @@ def test_ddim_rejects_negative_eta(linear):
 def test_check_grid_accepts_a_karras_grid_as_given(linear):
     grid = timestep_grid(linear, 7, "karras")
     assert torch.equal(check_grid(grid.tolist(), T), grid)
+
+
+def test_sigma_max_starts_the_noise_level_grids_and_reaches_the_command_line(linear, tmp_path):
+    """The first step of a noise-level grid sits at sigma_max; `gaussdiff sample --sigma-max` passes it on
+    (a run from a given x_T then differs from the default's)."""
+    for spacing in NOISE_LEVEL_SPACINGS:
+        grid = timestep_grid(linear, 10, spacing, sigma_max=5.0)
+        assert abs(linear.sigma_at(grid[0]).item() - 5.0) < 1e-9
+    torch.manual_seed(0)
+    folder = SavedModel(MLP(2, T, 16, 1, 16), linear, "v_prediction", Standardize.identity(2), "moons").save(
+        tmp_path / "m")
+    outs = []
+    for flags in ([], ["--sigma-max", "5"]):
+        assert main(["sample", str(folder), "-n", "20", "--out", str(tmp_path / f"{len(outs)}.npy"), *flags]) == 0
+        outs.append(np.load(tmp_path / f"{len(outs)}.npy"))
+    assert not np.array_equal(*outs)

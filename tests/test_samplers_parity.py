@@ -73,11 +73,19 @@ def diffusers_dpm(ref, x_T):
     return traj
 
 
+def diffusers_grid(schedule, K, karras):
+    """Our grid for diffusers' use_karras_sigmas (its ramp starts at sigma(T), not at our default min(sigma(T), 80))
+    or its trailing spacing."""
+    if karras:
+        return timestep_grid(schedule, K, "karras", sigma_max=schedule.sigma_at(schedule.T).item())
+    return timestep_grid(schedule, K, "trailing")
+
+
 def edm_reference(cls, schedule, K, karras):
     ref = cls(use_karras_sigmas=karras, timestep_spacing="linspace" if karras else "trailing", **CFG)
     ref.alphas_cumprod = schedule.alpha_bar[1:].clone()
     ref.set_timesteps(K)
-    return ref, timestep_grid(schedule, K, "karras" if karras else "trailing")
+    return ref, diffusers_grid(schedule, K, karras)
 
 
 def max_relative(theirs, mine):
@@ -167,7 +175,7 @@ def test_dpmpp_3m_warm_up_matches_diffusers(linear, K, karras):
     """K <= 3: first order, second order, then the final first-order step to 0: no third-order step.
     Measured <= 1.9e-7 relative."""
     ref = dpm_reference(diffusers.DPMSolverMultistepScheduler, linear, K, karras)
-    grid = timestep_grid(linear, K, "karras" if karras else "trailing")
+    grid = diffusers_grid(linear, K, karras)
     rel = max_relative(diffusers_dpm(ref, X_T), ours(dpmpp_3m, linear, grid, X_T, scale_to_y=False))
     assert rel <= 1e-5, rel
 
@@ -177,7 +185,7 @@ def test_dpmpp_3m_warm_up_matches_diffusers(linear, K, karras):
 def test_dpmpp_3m_matches_diffusers_with_the_exact_d2_weight(linear, K, karras):
     """With ExactD2 the whole trajectory agrees at float32 level (measured <= 2.9e-6 relative); without it,
     the first third-order step already differs (K = 5 Karras: 40% of the state)."""
-    grid = timestep_grid(linear, K, "karras" if karras else "trailing")
+    grid = diffusers_grid(linear, K, karras)
     mine = ours(dpmpp_3m, linear, grid, X_T, scale_to_y=False)
     rel = max_relative(diffusers_dpm(dpm_reference(ExactD2, linear, K, karras), X_T), mine)
     assert rel <= 1e-5, rel

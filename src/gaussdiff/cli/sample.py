@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps (ddpm over all T: --steps T)")
     p.add_argument("--spacing", default=DEFAULT_SPACING, help=f"timestep spacing: {', '.join(SPACINGS)}")
     p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
+    p.add_argument("--sigma-max", type=float, default=None,
+                   help="karras and log_snr spacings: the first noise level (default: min(sigma at T, 80))")
     p.add_argument("--sigma-min", type=float, default=None,
                    help="karras and log_snr spacings: the last noise level before 0 (default: sigma at t = 1)")
     p.add_argument("--variance", default=None,
@@ -62,7 +64,8 @@ def run(args) -> None:
         size = min(args.batch_size, args.num_samples - start)
         chunks.append(generate(denoiser, (size, model.transform.dim), model.schedule, sampler=args.sampler,
                                steps=args.steps, spacing=args.spacing, generator=generator,
-                               grid_options={"rho": args.rho, "sigma_min": args.sigma_min},
+                               grid_options={"rho": args.rho, "sigma_min": args.sigma_min,
+                                             "sigma_max": args.sigma_max},
                                callback=lambda t, x: bar.update(), **options))
     bar.close()
     save_array(out, model.transform.inverse(torch.cat(chunks).double()))  # float64: large offsets keep their digits
