@@ -1,0 +1,171 @@
+"""The methods the issue-4 benchmarks compare: gaussdiff's samplers and diffusers' schedulers, one interface.
+
+Both sides drive the same ``denoiser(x_t, t) -> x0_hat`` and both count its calls (NFE = calls made).
+
+diffusers side (the loop its docs give: ``scale_model_input``, model, ``step``):
+  - built from our schedule's config (``beta_schedule``, ``beta_start``, ``beta_end``, ``num_train_timesteps``;
+    ``trained_betas`` for a custom schedule), so both sides see the same alpha_bar (diffusers keeps it in float32);
+  - the model is the denoiser at our t = timestep + 1 (diffusers' timestep i is our t = i + 1; Euler/Heun with
+    Karras sigmas give fractional timesteps, which the schedule's fractional t handles), fed the scaled input
+    (on the variance-preserving scale) and answering ``prediction_type="sample"`` with x0_hat; PNDM accepts only
+    eps or v, so it gets eps = (x_t - sqrt(abar) x0_hat) / sqrt(1 - abar) (``param.eps_from_x0``);
+  - ``clip_sample=False`` and ``thresholding=False`` where the scheduler has them, ``timestep_spacing="trailing"``
+    where it has one (DPMSolverSinglestep has none: its own linspace ending at timestep 999), final step to
+    alpha_bar = 1 (``set_alpha_to_one=True`` for DDIM and PNDM, ``final_sigmas_type="zero"`` is the default
+    elsewhere); x_T is ours times ``init_noise_sigma``, as a diffusers user starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import diffusers
+import numpy as np
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+from gaussdiff.param import CountingDenoiser, eps_from_x0
+from gaussdiff.samplers import SAMPLERS, timestep_grid
+from gaussdiff.schedule import NoiseSchedule
+
+diffusers_logging.set_verbosity_error()  # DPMSolverSinglestep warns at every set_timesteps that it fixes its config
+
+
+@dataclass(frozen=True)
+class Ours:
+    """A gaussdiff sampler on a named step grid."""
+
+    sampler: str
+    spacing: str
+    side = "gaussdiff"
+
+    @property
+    def label(self) -> str:
+        return f"{self.sampler} ({self.spacing})"
+
+    def grid(self, schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+        return timestep_grid(schedule, steps, self.spacing)
+
+    def run(self, denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, generator=None):
+        return SAMPLERS[self.sampler](denoiser, x_T, schedule, self.grid(schedule, steps), generator=generator)
+
+    def distinct_steps(self, schedule: NoiseSchedule, steps: int) -> int:
+        """How many distinct noise levels the sampler evaluates (steps, unless they collide)."""
+        return len(torch.unique(self.grid(schedule, steps)[:-1]))
+
+
+@dataclass(frozen=True)
+class Diffusers:
+    """A diffusers scheduler class with its options, run by the standard loop."""
+
+    label: str
+    cls: str
+    options: dict = field(default_factory=dict)
+    side = "diffusers"
+
+    def scheduler(self, schedule: NoiseSchedule):
+        cfg = dict(schedule.config)
+        if cfg["beta_schedule"] == "custom":
+            cfg = {"num_train_timesteps": schedule.T, "trained_betas": np.asarray(cfg["trained_betas"])}
+        return getattr(diffusers, self.cls)(**cfg, **self.options)
+
+    def run(self, denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, generator=None):
+        sch = self.scheduler(schedule)
+        return self.loop(sch, oracle_model(denoiser, schedule, sch.config.prediction_type), x_T, steps, generator)
+
+    def loop(self, sch, model, x_T: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
+        """diffusers' sampling loop for ``model(x_in, timestep)`` from our x_T (scaled by init_noise_sigma)."""
+        sch.set_timesteps(steps)
+        step_kw = {"generator": generator} if self.cls == "DDPMScheduler" else {}  # the one stochastic method here
+        x = x_T * sch.init_noise_sigma
+        for ts in sch.timesteps:
+            out = model(sch.scale_model_input(x, ts), ts)
+            x = sch.step(out, ts, x, **step_kw).prev_sample
+        return x
+
+    def distinct_steps(self, schedule: NoiseSchedule, steps: int) -> int:
+        """How many distinct timesteps the scheduler evaluates (steps, unless they collide or are dropped)."""
+        sch = self.scheduler(schedule)
+        sch.set_timesteps(steps)
+        return len(torch.unique(sch.timesteps))
+
+
+def oracle_model(denoiser, schedule: NoiseSchedule, prediction_type: str):
+    """A diffusers-style ``model(x_in, timestep)`` answering with x0_hat ("sample") or eps ("epsilon")."""
+
+    def model(x_in: torch.Tensor, timestep) -> torch.Tensor:
+        t = torch.as_tensor(timestep, dtype=torch.float64) + 1  # diffusers' timestep i is our t = i + 1
+        x0 = denoiser(x_in, t)
+        return x0 if prediction_type == "sample" else eps_from_x0(x0, x_in, schedule.alpha_bar_at(t))
+
+    return model
+
+
+def nfe_of(method, schedule: NoiseSchedule, steps: int) -> int:
+    """Denoiser calls of ``steps`` steps, counted on a one-point dry run with a zero denoiser."""
+    counter = CountingDenoiser(lambda x, t: torch.zeros_like(x))
+    method.run(counter, torch.zeros(1, 1, dtype=torch.float64), schedule, steps, torch.Generator().manual_seed(0))
+    return counter.calls
+
+
+def steps_for_nfe(method, schedule: NoiseSchedule, nfe: int) -> int:
+    """The most steps whose NFE is at most ``nfe`` (NFE grows with steps: bisection)."""
+    lo, hi = 1, nfe
+    if nfe_of(method, schedule, hi) <= nfe:
+        return hi
+    while hi - lo > 1:  # invariant: nfe_of(lo) <= nfe < nfe_of(hi), or lo = 1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if nfe_of(method, schedule, mid) <= nfe else (lo, mid)
+    return lo
+
+
+_SAMPLE = {"prediction_type": "sample"}
+_NO_THRESHOLD = {"thresholding": False}
+_TRAILING = {"timestep_spacing": "trailing"}
+
+
+def _karras_pair(label: str, cls: str, options: dict) -> list[Diffusers]:
+    return [Diffusers(label, cls, options), Diffusers(label + " karras", cls, {**options, "use_karras_sigmas": True})]
+
+
+DIFFUSERS = [
+    Diffusers("DDPM", "DDPMScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "clip_sample": False}),
+    Diffusers("DDIM", "DDIMScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "clip_sample": False,
+                                        "set_alpha_to_one": True}),
+    Diffusers("PNDM (PLMS)", "PNDMScheduler", {"prediction_type": "epsilon", **_TRAILING, "skip_prk_steps": True,
+                                               "set_alpha_to_one": True}),
+    *_karras_pair("DPMSolverMultistep 2M", "DPMSolverMultistepScheduler",
+                  {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 2}),
+    *_karras_pair("DPMSolverMultistep 3M", "DPMSolverMultistepScheduler",
+                  {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 3}),
+    *_karras_pair("DPMSolverSinglestep 2S", "DPMSolverSinglestepScheduler",
+                  {**_SAMPLE, **_NO_THRESHOLD, "solver_order": 2}),
+    *_karras_pair("DPMSolverSinglestep 3S", "DPMSolverSinglestepScheduler",
+                  {**_SAMPLE, **_NO_THRESHOLD, "solver_order": 3}),
+    *_karras_pair("Euler", "EulerDiscreteScheduler", {**_SAMPLE, **_TRAILING}),
+    *_karras_pair("Heun", "HeunDiscreteScheduler", {**_SAMPLE, **_TRAILING, "clip_sample": False}),
+    *_karras_pair("UniPC 2", "UniPCMultistepScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 2}),
+    *_karras_pair("UniPC 3", "UniPCMultistepScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 3}),
+]
+
+OURS = [Ours("ddpm", "trailing")] + [Ours(name, spacing) for name in ("ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m")
+                                     for spacing in ("trailing", "log_snr", "karras")]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The adaptive probability-flow ODE (``pf_ode``, dopri5) from t = T to t = 1, then x0_hat: it picks its own NFE."""
+
+    tol: float
+    side = "reference"
+
+    @property
+    def label(self) -> str:
+        return f"pf_ode (dopri5, tol {self.tol:g})"
+
+    def run(self, denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, steps=None, generator=None):
+        grid = torch.tensor([schedule.T, 1.0, 0.0], dtype=torch.float64)
+        return SAMPLERS["pf_ode"](denoiser, x_T, schedule, grid, rtol=self.tol, atol=self.tol)
+
+
+REFERENCES = [Reference(1e-3), Reference(1e-5)]
