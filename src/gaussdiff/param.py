@@ -13,6 +13,7 @@ p(x_{t-1} | x_t) to the denoiser: ``reverse_model(x_t, t) -> (x0_hat, log_var)``
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -46,7 +47,10 @@ def check_prediction_type(prediction_type: str) -> str:
     return prediction_type
 
 
-def _a_s(alpha_bar: torch.Tensor, x: torch.Tensor):
+def _a_s(alpha_bar, x: torch.Tensor):
+    """(sqrt(abar), sqrt(1 - abar)) shaped for x: from a tensor, or a Python float (a sampler's per-step level)."""
+    if isinstance(alpha_bar, float):
+        return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
     return _bcast(torch.sqrt(alpha_bar), x), _bcast(torch.sqrt(1 - alpha_bar), x)
 
 

@@ -18,6 +18,8 @@ The last step, to t = 0, returns the mean (no noise is added to the output).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..bound import reverse_log_variance
@@ -58,19 +60,21 @@ def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSc
     if variance == "learned" and (grid != grid.round()).any():
         raise InputError(f"variance 'learned' needs an integer grid, as the spacings {', '.join(INTEGER_SPACINGS)} "
                          f"give (a reverse model is trained at integer t in 1..{schedule.T})")
+    ab = schedule.alpha_bar_at(grid)  # one lookup for the whole grid; per-step coefficients as Python floats
+    c0s, cts, tildes = (c.tolist() for c in posterior_coefficients(ab[:-1], ab[1:]))
+    betas = (1 - ab[:-1] / ab[1:]).tolist()
     x = x_T
-    for t, s in zip(grid[:-1], grid[1:]):
-        ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
-        c0, ct, var = posterior_coefficients(ab_t, ab_s)
+    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
         x0_hat, log_var = _reverse_output(denoiser(x, t), variance)
-        x = c0.to(x.dtype) * x0_hat + ct.to(x.dtype) * x
+        x = c0s[i] * x0_hat + cts[i] * x
         if s > 0:
-            if variance == "beta":
-                var = 1 - ab_t / ab_s
-            elif variance == "learned":
-                var = _learned_variance(log_var, schedule, t, 1 - ab_t / ab_s, var)
+            if variance == "learned":
+                step = (torch.tensor(v, dtype=torch.float64) for v in (betas[i], tildes[i]))
+                sd = _learned_variance(log_var, schedule, t, *step).sqrt()
+            else:
+                sd = math.sqrt(betas[i] if variance == "beta" else tildes[i])
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = x + var.sqrt().to(x.dtype) * noise
+            x = x + sd * noise
         if callback is not None:
             callback(s, x)
     return x

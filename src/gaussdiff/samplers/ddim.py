@@ -7,7 +7,7 @@ a step to s < t of the grid is (Song et al. eq. 12)
     sigma^2 = eta^2 beta_tilde(t, s),   beta_tilde(t, s) = (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s).
 eta = 0 is the deterministic DDIM (an exponential-integrator Euler step of the probability-flow ODE),
 eta = 1 has the posterior variance of respaced DDPM. The last step, to t = 0 (abar_0 = 1), returns
-x0_hat with no noise. Coefficients are float64 scalars, cast to x's dtype when applied.
+x0_hat with no noise. Coefficients are float64 Python floats (``grid_levels``), one lookup per grid.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import math
 
 import torch
 
-from ..chain import posterior_coefficients
 from ..errors import InputError, check_int
 from ..param import Denoiser, eps_from_x0
 from ..schedule import NoiseSchedule
-from .grids import check_grid
+from .grids import check_grid, grid_levels
 
 
 def _ddim_coefficients(ab_from: torch.Tensor, ab_to: torch.Tensor):
@@ -37,18 +36,19 @@ def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
     if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or eta < 0:
         raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
     grid = check_grid(grid, schedule.T)
+    lv = grid_levels(schedule, grid)
     x = x_T
-    for t, s in zip(grid[:-1], grid[1:]):
-        ab_t, ab_s = schedule.alpha_bar_at(t), schedule.alpha_bar_at(s)
+    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
         x0_hat = denoiser(x, t)
         if s > 0:
-            eps_hat = eps_from_x0(x0_hat, x, ab_t)
-            var = eta**2 * posterior_coefficients(ab_t, ab_s)[2]  # sigma^2 = eta^2 beta_tilde(t, s)
-            dir_coef = torch.sqrt((1 - ab_s - var).clamp(min=0))  # eta > 1 would make it negative: clamp
-            x = torch.sqrt(ab_s).to(x.dtype) * x0_hat + dir_coef.to(x.dtype) * eps_hat
+            eps_hat = eps_from_x0(x0_hat, x, lv.alpha_bar[i])
+            var_t, var_s = lv.sigma[i] ** 2, lv.sigma[i + 1] ** 2  # 1 - abar, exact near t = 0
+            var = eta**2 * var_s / var_t * (1 - lv.alpha_bar[i] / lv.alpha_bar[i + 1])  # eta^2 beta_tilde(t, s)
+            dir_coef = math.sqrt(max(var_s - var, 0.0))  # eta > 1 would make it negative: clamp
+            x = lv.alpha[i + 1] * x0_hat + dir_coef * eps_hat
             if eta > 0:
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = x + torch.sqrt(var).to(x.dtype) * noise
+                x = x + math.sqrt(var) * noise
         else:
             x = x0_hat  # abar_0 = 1: x_0 = x0_hat, no noise
         if callback is not None:

@@ -18,61 +18,54 @@ order 3 (3M):    alpha_s (phi1 D0 + phi2 D1 + phi3 D2),  D0 = m0,  D1 = d0 + r0 
 A solver of order k starts at order 1 and rises by one per step as outputs accumulate. The last step
 goes to t = 0, where sigma = 0, lambda = +inf, h = +inf: the update's limit is x_0 = m0 (first order
 there, as diffusers' final_sigmas_type='zero' does), computed directly so no inf or NaN appears.
-Coefficients are float64 scalars, cast to x's dtype when applied.
+Coefficients are float64 Python floats (``grid_levels``), one lookup per grid.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ..param import Denoiser
 from ..schedule import NoiseSchedule
-from .grids import check_grid
+from .grids import check_grid, grid_levels
 
 
-def _alpha_sigma_lambda(schedule: NoiseSchedule, t):
-    """(alpha, sigma, lambda) at t > 0 in float64; 1 - abar via expm1 keeps precision near t = 0."""
-    log_ab = schedule.log_alpha_bar_at(t)
-    log_var = torch.log(-torch.expm1(log_ab))  # log(1 - abar)
-    return torch.exp(0.5 * log_ab), torch.exp(0.5 * log_var), 0.5 * (log_ab - log_var)
-
-
-def _x0_integral(history, lam_s, x: torch.Tensor) -> torch.Tensor:
+def _x0_integral(history, lam_s: float) -> torch.Tensor:
     """The integral term (module doc) over alpha_s, from ``history`` [(lambda, x0_hat), ...], newest last;
     its length is the order."""
     lam_t, m0 = history[-1]
     h = lam_s - lam_t
-    phi1 = -torch.expm1(-h)  # 1 - e^-h
-    c = lambda v: v.to(x.dtype)  # noqa: E731 (float64 coefficient -> x's dtype)
+    phi1 = -math.expm1(-h)  # 1 - e^-h
     if len(history) == 1:
-        return c(phi1) * m0
+        return phi1 * m0
     lam_1, m1 = history[-2]
     r0 = (lam_t - lam_1) / h
     if len(history) == 2:
-        return c(phi1) * (m0 + c(1 / (2 * r0)) * (m0 - m1))
+        return phi1 * (m0 + (1 / (2 * r0)) * (m0 - m1))
     lam_2, m2 = history[-3]
     r1 = (lam_1 - lam_2) / h
     phi2 = 1 - phi1 / h
     phi3 = 1 - 2 * phi2 / h
-    d0, d1 = c(1 / r0) * (m0 - m1), c(1 / r1) * (m1 - m2)
-    D1 = d0 + c(r0 / (r0 + r1)) * (d0 - d1)
-    D2 = c(1 / (r0 + r1)) * (d0 - d1)
-    return c(phi1) * m0 + c(phi2) * D1 + c(phi3) * D2
+    d0, d1 = (1 / r0) * (m0 - m1), (1 / r1) * (m1 - m2)
+    D1 = d0 + (r0 / (r0 + r1)) * (d0 - d1)
+    D2 = (1 / (r0 + r1)) * (d0 - d1)
+    return phi1 * m0 + phi2 * D1 + phi3 * D2
 
 
 def _multistep(order: int, denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
                callback) -> torch.Tensor:
     """DPM-Solver++ of ``order`` over ``grid``: one denoiser call per step."""
     grid = check_grid(grid, schedule.T)
+    lv = grid_levels(schedule, grid)
     x = x_T
     history = []  # (lambda, x0_hat) at the last `order` grid times
-    for t, s in zip(grid[:-1], grid[1:]):
+    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
         x0_t = denoiser(x, t)
         if s > 0:
-            _, sigma_t, lam_t = _alpha_sigma_lambda(schedule, t)
-            alpha_s, sigma_s, lam_s = _alpha_sigma_lambda(schedule, s)
-            history = (history + [(lam_t, x0_t)])[-order:]
-            x = (sigma_s / sigma_t).to(x.dtype) * x + alpha_s.to(x.dtype) * _x0_integral(history, lam_s, x)
+            history = (history + [(lv.lam[i], x0_t)])[-order:]
+            x = (lv.sigma[i + 1] / lv.sigma[i]) * x + lv.alpha[i + 1] * _x0_integral(history, lv.lam[i + 1])
         else:
             x = x0_t  # the limit h -> inf: sigma_s = 0, alpha_s = 1, exp(-h) = 0
         if callback is not None:

@@ -7,7 +7,7 @@ with t the grid time of sigma (any grid; a Karras grid is the natural one). A st
     Heun:  y' = the Euler step, d' = (y' - D(y'; sigma_s)) / sigma_s,  y_s = y_t + (sigma_s - sigma_t) (d_t + d') / 2.
 The last step, to sigma = 0, is Euler: y_0 = D(y_t; sigma_t), so Heun makes 2K - 1 denoiser calls for K steps.
 Euler with this update is DDIM (eta = 0) written in y: the same map, term by term.
-Coefficients are float64 scalars, cast to x's dtype when applied; ``callback(s, x)`` sees x on the
+Coefficients are float64 Python floats (``grid_levels``); ``callback(s, x)`` sees x on the
 variance-preserving scale, like every other sampler.
 """
 
@@ -17,39 +17,33 @@ import torch
 
 from ..param import Denoiser
 from ..schedule import NoiseSchedule
-from .grids import check_grid
-
-
-def _edm_denoiser(denoiser: Denoiser, schedule: NoiseSchedule):
-    """D(y; t): the denoiser called on the variance-preserving x_t = y sqrt(abar_t) = y / sqrt(1 + sigma^2)."""
-
-    def D(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return denoiser(y * schedule.alpha_bar_at(t).sqrt().to(y.dtype), t)
-
-    return D
+from .grids import check_grid, grid_levels
 
 
 def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, method: str,
              callback) -> torch.Tensor:
     """The EDM-form ODE over ``grid`` by ``method``, 'euler' or 'heun' (module doc)."""
     grid = check_grid(grid, schedule.T)
-    D = _edm_denoiser(denoiser, schedule)
-    sigmas = schedule.sigma_at(grid)
-    y = x_T / schedule.alpha_bar_at(grid[0]).sqrt().to(x_T.dtype)
-    for t, s, sigma_t, sigma_s in zip(grid[:-1], grid[1:], sigmas[:-1], sigmas[1:]):
+    lv = grid_levels(schedule, grid)  # lv.edm: sigma = sqrt((1 - abar) / abar); lv.alpha: sqrt(abar)
+
+    def D(y: torch.Tensor, i: int) -> torch.Tensor:  # the denoiser at grid time i, on x_t = y sqrt(abar)
+        return denoiser(y * lv.alpha[i], grid[i])
+
+    y = x_T / lv.alpha[0]
+    for i, s in enumerate(grid[1:]):
+        sigma_t, sigma_s = lv.edm[i], lv.edm[i + 1]
         if s > 0:
-            d = (y - D(y, t)) / sigma_t.to(y.dtype)
-            dsigma = (sigma_s - sigma_t).to(y.dtype)
-            y_euler = y + dsigma * d
+            d = (y - D(y, i)) / sigma_t
+            y_euler = y + (sigma_s - sigma_t) * d
             if method == "heun":
-                d_s = (y_euler - D(y_euler, s)) / sigma_s.to(y.dtype)
-                y = y + dsigma * (d + d_s) / 2
+                d_s = (y_euler - D(y_euler, i + 1)) / sigma_s
+                y = y + (sigma_s - sigma_t) * (d + d_s) / 2
             else:
                 y = y_euler
         else:
-            y = D(y, t)  # y_t + (0 - sigma_t) (y_t - D) / sigma_t = D
+            y = D(y, i)  # y_t + (0 - sigma_t) (y_t - D) / sigma_t = D
         if callback is not None:
-            callback(s, y * schedule.alpha_bar_at(s).sqrt().to(y.dtype))
+            callback(s, y * lv.alpha[i + 1])
     return y
 
 

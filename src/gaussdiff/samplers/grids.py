@@ -24,6 +24,8 @@ Every grid then takes a final step to t = 0.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -101,3 +103,23 @@ def check_grid(grid, T: int) -> torch.Tensor:
     if not (grid[1:] < grid[:-1]).all():
         raise InputError("a step grid must be strictly decreasing (two steps collide)")
     return grid
+
+
+class Levels(NamedTuple):
+    """The noise level at each time of a grid, as float64 Python floats: looked up once for the whole grid, so a
+    sampler's step does no table lookups and no 0-d tensor arithmetic (what dominated its overhead before).
+    alpha = sqrt(abar), sigma = sqrt(1 - abar) (1 - abar by expm1, exact near t = 0), lam = log(alpha / sigma),
+    edm = sigma / alpha = sqrt((1 - abar) / abar); at t = 0: alpha = 1, sigma = 0, lam = inf, edm = 0."""
+
+    alpha_bar: list[float]
+    alpha: list[float]
+    sigma: list[float]
+    lam: list[float]
+    edm: list[float]
+
+
+def grid_levels(schedule: NoiseSchedule, grid: torch.Tensor) -> Levels:
+    log_ab = schedule.log_alpha_bar_at(grid)
+    log_var = torch.log(-torch.expm1(log_ab))  # log(1 - abar); -inf at t = 0
+    return Levels(log_ab.exp().tolist(), (0.5 * log_ab).exp().tolist(), (0.5 * log_var).exp().tolist(),
+                  (0.5 * (log_ab - log_var)).tolist(), (0.5 * (log_var - log_ab)).exp().tolist())
