@@ -41,11 +41,12 @@ def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
     for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
         x0_hat = denoiser(x, t)
         if s > 0:
-            eps_hat = eps_from_x0(x0_hat, x, lv.alpha_bar[i])
             var_t, var_s = lv.sigma[i] ** 2, lv.sigma[i + 1] ** 2  # 1 - abar, exact near t = 0
             var = eta**2 * var_s / var_t * (1 - lv.alpha_bar[i] / lv.alpha_bar[i + 1])  # eta^2 beta_tilde(t, s)
             dir_coef = math.sqrt(max(var_s - var, 0.0))  # eta > 1 would make it negative: clamp
-            x = lv.alpha[i + 1] * x0_hat + dir_coef * eps_hat
+            # sqrt(abar_s) x0_hat + dir_coef eps_hat with eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t):
+            k = dir_coef / lv.sigma[i]
+            x = torch.add(x * k, x0_hat, alpha=lv.alpha[i + 1] - k * lv.alpha[i])
             if eta > 0:
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 x = x + math.sqrt(var) * noise

@@ -33,11 +33,11 @@ def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, gri
     for i, s in enumerate(grid[1:]):
         sigma_t, sigma_s = lv.edm[i], lv.edm[i + 1]
         if s > 0:
-            d = (y - D(y, i)) / sigma_t
-            y_euler = y + (sigma_s - sigma_t) * d
-            if method == "heun":
-                d_s = (y_euler - D(y_euler, i + 1)) / sigma_s
-                y = y + (sigma_s - sigma_t) * (d + d_s) / 2
+            D_t = D(y, i)
+            y_euler = torch.lerp(D_t, y, sigma_s / sigma_t)  # y + (sigma_s - sigma_t) (y - D_t) / sigma_t
+            if method == "heun":  # y + (sigma_s - sigma_t) (d_t + d_s) / 2, d = (y - D) / sigma, in fused steps
+                d_sum = (y - D_t).div_(sigma_t).add_(y_euler - D(y_euler, i + 1), alpha=1 / sigma_s)
+                y = y.add(d_sum, alpha=(sigma_s - sigma_t) / 2)
             else:
                 y = y_euler
         else:
