@@ -66,15 +66,14 @@ def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSc
     x = x_T
     for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
         x0_hat, log_var = _reverse_output(denoiser(x, t), variance)
-        x = c0s[i] * x0_hat + cts[i] * x
+        x = torch.add(x0_hat * c0s[i], x, alpha=cts[i])  # the posterior mean c_0 x0_hat + c_t x_t
         if s > 0:
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             if variance == "learned":
                 step = (torch.tensor(v, dtype=torch.float64) for v in (betas[i], tildes[i]))
-                sd = _learned_variance(log_var, schedule, t, *step).sqrt()
+                x = x + _learned_variance(log_var, schedule, t, *step).sqrt() * noise
             else:
-                sd = math.sqrt(betas[i] if variance == "beta" else tildes[i])
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = x + sd * noise
+                x = x.add_(noise, alpha=math.sqrt(betas[i] if variance == "beta" else tildes[i]))
         if callback is not None:
             callback(s, x)
     return x
