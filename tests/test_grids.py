@@ -228,7 +228,7 @@ def test_sigma_max_starts_the_noise_level_grids_and_reaches_the_command_line(lin
     folder = SavedModel(MLP(2, T, 16, 1, 16), linear, "v_prediction", Standardize.identity(2), "moons").save(
         tmp_path / "m")
     outs = []
-    for flags in ([], ["--sigma-max", "5"]):
+    for flags in (["--spacing", "log_snr"], ["--spacing", "log_snr", "--sigma-max", "5"]):
         assert main(["sample", str(folder), "-n", "20", "--out", str(tmp_path / f"{len(outs)}.npy"), *flags]) == 0
         outs.append(np.load(tmp_path / f"{len(outs)}.npy"))
     assert not np.array_equal(*outs)

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="output file, .npy or .csv, in the data's own units")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLER_OPTIONS)}")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps (ddpm over all T: --steps T)")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: min({DEFAULT_STEPS}, T))")
     p.add_argument("--spacing", default=DEFAULT_SPACING, help=f"timestep spacing: {', '.join(SPACINGS)}")
     p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
     p.add_argument("--sigma-max", type=float, default=None,
@@ -57,7 +57,7 @@ def run(args) -> None:
     denoiser = model.sampling_denoiser(options.get("variance"))
     generator = torch.Generator().manual_seed(args.seed)
     starts = range(0, args.num_samples, args.batch_size)
-    bar = tqdm(total=len(starts) * args.steps, desc="sample", unit="step",
+    bar = tqdm(total=len(starts) * (args.steps or min(DEFAULT_STEPS, model.schedule.T)), desc="sample", unit="step",
                disable=not sys.stderr.isatty())
     chunks = []
     for start in starts:
