@@ -29,10 +29,10 @@ def get_sampler(name: str):
 
 
 # The defaults of `generate` and `gaussdiff sample`: ancestral sampling on 100 trailing steps. On trained 2-D models
-# (benchmarks/RESULTS.md, "Sampling defaults") it keeps the SW2 of all 1000 steps within ~20 % at a tenth of the
-# cost, while the deterministic solvers converge to the probability-flow ODE's answer, about twice as far from the
-# data whatever their NFE: the model's error, which ancestral noise partly corrects. With the exact oracle the
-# order is reversed (dpmpp_2m on log_snr is best there): pick by `gaussdiff sweep` on your own model.
+# (benchmarks/RESULTS.md, "Sampling defaults") its SW2 is 1.2-1.8x that of all 1000 steps at a tenth of the cost,
+# while the deterministic solvers converge to the probability-flow ODE's answer, about twice as far from the data
+# whatever their NFE: the model's error, which ancestral noise partly corrects. With the exact oracle the order is
+# reversed (dpmpp_2m on log_snr is best there): pick by `gaussdiff sweep` on your own model.
 DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_SPACING = "ddpm", 100, "trailing"
 
 
