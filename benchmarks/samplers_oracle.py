@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,25 +36,13 @@ from gaussdiff.param import CountingDenoiser  # noqa: E402
 from gaussdiff.schedule import make_schedule  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clock import Clock  # noqa: E402
 from oracle_problems import PROBLEMS, floors, sample_metrics, sw2_floor  # noqa: E402
 from sampler_methods import DIFFUSERS, OURS, REFERENCES, steps_for_nfe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEDULES = {"linear": lambda: make_schedule("linear", 1000, 1e-4, 0.02),
              "cosine": lambda: make_schedule("squaredcos_cap_v2", 1000)}
-
-
-class Clock:
-    """Wall time and the cpu-time / wall-time ratio since creation."""
-
-    def __init__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.wall
-
-    def ratio(self) -> float:
-        return (time.process_time() - self.cpu) / self.seconds()
 
 
 def _error(e: Exception) -> str:
