@@ -125,19 +125,15 @@ def _targets(res: Results, robust: list[dict], overhead: list[dict]) -> list[str
             lines.append(f"| std err @10 NFE <= {TARGET_STD_VS_DIFFUSERS} x best diffusers | {problem} / {sched} | "
                          f"{ours['method']}: {ours['std_err']:.3f} | {theirs['method']}: {theirs['std_err']:.3f} | "
                          f"{ratio:.2f} | {_verdict(ratio <= TARGET_STD_VS_DIFFUSERS)} |")
-        ours20 = res.best(block, "gaussdiff", 20)
-        if ours20:
-            fl = res.floor[(problem, ours20["n"])]["std_err"]["mean"]
-            ratio = ours20["std_err"] / fl
-            lines.append(f"| std err @20 NFE <= {TARGET_STD_VS_FLOOR} x floor | {problem} / {sched} | "
-                         f"{ours20['method']}: {ours20['std_err']:.3f} | floor {fl:.3f} | {ratio:.2f} | "
-                         f"{_verdict(ratio <= TARGET_STD_VS_FLOOR)} |")
-        if ours:
-            fl = res.floor[(problem, ours["n"])]["tv"]["mean"]
-            ratio = ours["tv"] / fl
-            lines.append(f"| mode TV @10 NFE <= {TARGET_TV_VS_FLOOR} x floor | {problem} / {sched} | "
-                         f"{ours['method']}: {ours['tv']:.4f} | floor {fl:.4f} | {ratio:.2f} | "
-                         f"{_verdict(ratio <= TARGET_TV_VS_FLOOR)} |")
+        for label, row, key, target, digits in [("std err @20 NFE", res.best(block, "gaussdiff", 20), "std_err",
+                                                  TARGET_STD_VS_FLOOR, 3),
+                                                 ("mode TV @10 NFE", ours, "tv", TARGET_TV_VS_FLOOR, 4)]:
+            if row:
+                fl = res.floor[(problem, row["n"])][key]["mean"]
+                ratio = row[key] / fl
+                lines.append(f"| {label} <= {target} x floor | {problem} / {sched} | {row['method']}: "
+                             f"{row[key]:.{digits}f} | floor {fl:.{digits}f} | {ratio:.2f} | "
+                             f"{_verdict(ratio <= target)} |")
     for side in ("gaussdiff", "diffusers"):
         rows = [r for r in robust if r["side"] == side]
         if rows:
