@@ -201,7 +201,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 part = slice(i * micro, (i + 1) * micro)
                 with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
                     loss, vlb = training_loss(forward, x[rows[part]], schedule, cfg.prediction_type, cfg.loss_type,
-                                              cfg.variance_type, t=t[part].to(device), eps=eps[part].to(device))
+                                              cfg.variance_type, t=t[part], eps=eps[part].to(device))
                 # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
                 scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
                 log.add(loss.detach(), t[part])
