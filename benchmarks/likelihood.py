@@ -57,6 +57,7 @@ class CountingNetwork:
 
     def __init__(self, network):
         self.network, self.calls, self.rows = network, 0, 0
+        self.config = network.config  # the variance head, as the network declares it
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
         self.calls += 1
@@ -83,7 +84,7 @@ def bound_row(model, x: torch.Tensor, variance_type: str, args) -> tuple[dict, t
     reverse = as_reverse_model(counter, model.schedule, model.prediction_type, variance_type)
     clock = Clock()  # the same seed for every model: the same noise draws (paired comparisons)
     bound = elbo(lambda x_t, t: reverse(x_t.float(), t), model.transform.forward(x), model.schedule,
-                 log_det_jacobian=model.transform.log_abs_det_jacobian(), batch_size=args.batch_size,
+                 log_det_jacobian=model.transform.log_abs_det_jacobian(x), batch_size=args.batch_size,
                  generator=torch.Generator().manual_seed(args.seed))
     row = {"estimate": "bound", "bound_variance": variance_type, "terms": bound.summary(),
            "target_evaluations": model.schedule.T} | cost(counter, clock, len(x))

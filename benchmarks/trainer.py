@@ -53,7 +53,8 @@ def timed(fn) -> tuple[float, float]:
 
 def bare_loop(cfg: TrainConfig, steps: int) -> None:
     """What a user would write by hand: the trainer's math and nothing else."""
-    x, _, _ = load_dataset(cfg.data, cfg.n_data, cfg.seed)
+    data = load_dataset(cfg.data, cfg.n_data, cfg.seed)
+    x = data.get(torch.arange(len(data))).x
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     torch.manual_seed(cfg.seed)
     net = MLP(x.shape[1], schedule.T, cfg.width, cfg.depth, cfg.emb_dim)

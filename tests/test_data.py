@@ -9,9 +9,10 @@ import pytest
 import torch
 from sklearn.datasets import make_swiss_roll
 
-from gaussdiff import data
+from gaussdiff.data import files
 from gaussdiff.data import (BUILTIN, Standardize, eight_gaussians_params, load_array, load_dataset, load_points,
                             output_folder, save_array)
+from gaussdiff.transforms import transform_from_dict
 from gaussdiff.errors import InputError
 
 NAMES = ["moons", "swiss_roll", "8gaussians", "checkerboard", "circles", "pinwheel"]
@@ -224,7 +225,7 @@ def test_failed_write_leaves_existing_file_byte_identical(tmp_path, monkeypatch,
         raise OSError("No space left on device")
 
     monkeypatch.setattr(np, "save", fail)
-    monkeypatch.setattr(data, "_write_csv", fail)
+    monkeypatch.setattr(files, "_write_csv", fail)
     with pytest.raises(InputError, match="cannot write"):
         save_array(path, np.zeros((100, 2)))
     with pytest.raises(InputError, match=r"\(N, D\)"):
@@ -276,16 +277,17 @@ def test_log_abs_det_jacobian_against_autograd(user_data):
     t = Standardize.fit(user_data)
     jac = torch.autograd.functional.jacobian(t.forward, user_data[0])
     expected = torch.linalg.slogdet(jac).logabsdet.item()
-    assert t.log_abs_det_jacobian() == pytest.approx(expected, rel=1e-12, abs=1e-12)
-    assert t.log_abs_det_jacobian() == pytest.approx(-np.log(user_data[:, :3].numpy().std(0)).sum(),
-                                                     rel=1e-12)
+    per_sample = t.log_abs_det_jacobian(user_data[:5])
+    assert per_sample.shape == (5,) and per_sample.dtype == torch.float64
+    np.testing.assert_allclose(per_sample.numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(per_sample.numpy(), -np.log(user_data[:, :3].numpy().std(0)).sum(), rtol=1e-12)
 
 
 def test_identity():
     t = Standardize.identity(3)
     x = torch.randn(5, 3)
     assert torch.equal(t.forward(x), x) and torch.equal(t.inverse(x), x)
-    assert t.log_abs_det_jacobian() == 0.0
+    assert torch.equal(t.log_abs_det_jacobian(x), torch.zeros(5, dtype=torch.float64))
     for bad in (0, -1, 2.0, True):
         with pytest.raises(InputError):
             Standardize.identity(bad)
@@ -294,9 +296,11 @@ def test_identity():
 def test_to_dict_json_round_trip(user_data):
     t = Standardize.fit(user_data)
     d = json.loads(json.dumps(t.to_dict()))
-    assert set(d) == {"mean", "std"} and all(isinstance(v, float) for v in d["mean"] + d["std"])
-    u = Standardize.from_dict(d)
-    assert torch.equal(u.mean, t.mean) and torch.equal(u.std, t.std)
+    assert set(d) == {"kind", "mean", "std"} and d["kind"] == "standardize"
+    assert all(isinstance(v, float) for v in d["mean"] + d["std"])
+    for u in (Standardize.from_dict(d), transform_from_dict(d),
+              transform_from_dict({"mean": d["mean"], "std": d["std"]})):  # format 1 stored no kind
+        assert isinstance(u, Standardize) and torch.equal(u.mean, t.mean) and torch.equal(u.std, t.std)
 
 
 @pytest.mark.parametrize("d", [
@@ -337,11 +341,12 @@ def test_forward_rejects_wrong_feature_count(user_data):
 # --- load_dataset ------------------------------------------------------------------------------
 
 def test_load_dataset_builtin():
-    x, t, description = load_dataset("pinwheel", n=500, seed=1)
-    assert torch.equal(x, BUILTIN["pinwheel"](500, seed=1))
+    data = load_dataset("pinwheel", n=500, seed=1)
+    x, t = data.get(torch.arange(500)).x, data.transform
+    assert torch.equal(x, BUILTIN["pinwheel"](500, seed=1)) and len(data) == 500 and data.sample_shape == (2,)
     assert torch.equal(t.mean, torch.zeros(2, dtype=torch.float64))
     assert torch.equal(t.std, torch.ones(2, dtype=torch.float64))
-    assert "pinwheel" in description and "500" in description
+    assert "pinwheel" in data.description and "500" in data.description and data.name == "pinwheel"
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
@@ -349,7 +354,10 @@ def test_load_dataset_file_is_standardized(tmp_path, suffix):
     user = np.random.default_rng(2).normal(loc=[100.0, -5.0], scale=[10.0, 0.1], size=(400, 2))
     path = tmp_path / f"u{suffix}"
     save_array(path, user)
-    x, t, description = load_dataset(path, n=7)
+    data = load_dataset(path, n=7)
+    x, t, description = data.get(torch.arange(len(data))).x, data.transform, data.description
+    assert data.name == str(path.resolve())
+    torch.testing.assert_close(data.get(torch.tensor([5, 2])).x, x[[5, 2]], rtol=0, atol=0)  # rows as asked
     assert x.dtype == torch.float32 and x.shape == (400, 2)
     # float32 rounding of values of order 3: errors ~1e-7.
     np.testing.assert_allclose(x.double().mean(0).numpy(), 0, atol=1e-6)

@@ -109,7 +109,7 @@ def test_the_network_sees_x_t_in_its_own_dtype():
                        "learned_range")
     y = BUILTIN["moons"](16, 0).double()
     args = SimpleNamespace(levels=None, batch_size=100, seed=3, estimate="exact", draws=16)
-    bound, curve, pilot = compute(model, y, -1.0, 1.0, args)
+    bound, curve, pilot = compute(model, y, model.transform.inverse(y), -1.0, 1.0, args)
     expected = elbo(model.reverse_model(), y, model.schedule, batch_size=100,
                     generator=torch.Generator().manual_seed(3))
     assert bound is curve and pilot == 0
@@ -136,7 +136,7 @@ def test_bad_input_is_one_line_and_exit_2(models, tmp_path, capsys, args, needle
 def test_bad_data_and_run_are_one_line_and_exit_2(models, tmp_path, capsys):
     np.save(tmp_path / "three.npy", np.zeros((5, 3)))
     one_line_error(capsys, ["elbo", str(models["plain"]), "--data", str(tmp_path / "three.npy")],
-                   "the data have 3 features, the model 2")
+                   "the data have samples of shape [3]; the model at")
     np.save(tmp_path / "big.npy", np.array([[0.0, 3.0], [17.0, 2.0]]))
     one_line_error(capsys, ["elbo", str(models["plain"]), "--data", str(tmp_path / "big.npy"), "--levels", "17"],
                    "must be integers 0..16")

@@ -21,7 +21,7 @@ from gaussdiff.nets import MLP, build_network
 from gaussdiff.param import CountingDenoiser, as_denoiser, as_reverse_model
 from gaussdiff.report import backward_states, strip_times
 from gaussdiff.samplers import ddpm, generate, timestep_grid
-from gaussdiff.saved import SavedModel, load_model
+from gaussdiff.saved import SavedModel, load_model, upgrade_v1
 from gaussdiff.schedule import make_schedule
 from gaussdiff.sweep import sweep
 
@@ -50,7 +50,8 @@ def test_mlp_variance_head_and_old_configs():
     x, t = torch.randn(5, 2), torch.tensor([1.0, 7, 20, 33, 50])
     assert net(x, t).shape == (5, 4) and net.config["learn_variance"] is True
     old = {"kind": "mlp", "dim": 2, "num_train_timesteps": T, "width": 16, "depth": 1, "emb_dim": 8}  # no option
-    plain = build_network(old)
+    v1 = {"network": old, "data": {"name": "moons", "transform": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}}}
+    plain = build_network(upgrade_v1(v1)["network"])
     assert plain(x, t).shape == (5, 2) and plain.config["learn_variance"] is False
 
 

@@ -27,7 +27,7 @@ MEAN, STD = np.array([7.5, 3.0]), np.array([3.0, 1.5])
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A model folder holding the exact denoiser of N(MEAN, diag(STD^2)) data (module doc)."""
-    net = MLP(dim=2, num_train_timesteps=100, width=16, depth=1, emb_dim=8)
+    net = MLP(2, num_train_timesteps=100, width=16, depth=1, emb_dim=8)
     torch.nn.init.zeros_(net.out[-1].weight)
     torch.nn.init.zeros_(net.out[-1].bias)
     folder = tmp_path_factory.mktemp("nll") / "model"
@@ -153,7 +153,7 @@ def test_help_shows_the_defaults(capsys):
 
 
 @pytest.mark.parametrize("data, args, needles", [
-    ("x3", [], ["the data have 3 values per row; the model", "expects 2"]),
+    ("x3", [], ["the data have samples of shape [3]; the model", "expects [2]"]),
     ("x", ["--levels", "1"], ["levels must be an integer >= 2, got 1"]),
     ("k", ["--levels", "8"], ["discrete data with 8 levels must be integers 0..7; got values in [0, 9]"]),
     ("x", ["--levels", "256"], ["not all integers"]),

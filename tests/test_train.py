@@ -116,10 +116,10 @@ def test_keep_checkpoints_bounds_the_folder(tmp_path):
 def test_exported_model_matches_the_config(run):
     path, cfg = run
     model = load_model(path)
-    assert model.network.config == dict(kind="mlp", dim=2, num_train_timesteps=50, width=32, depth=1, emb_dim=16,
-                                        learn_variance=False)
+    assert model.network.config == dict(kind="mlp", sample_shape=[2], num_train_timesteps=50, width=32, depth=1,
+                                        emb_dim=16, learn_variance=False, cond_keys=[])
     assert model.schedule.T == 50 and model.prediction_type == cfg.prediction_type and model.data_name == "moons"
-    assert model.transform.to_dict() == {"mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    assert model.transform.to_dict() == {"kind": "standardize", "mean": [0.0, 0.0], "std": [1.0, 1.0]}
 
 
 # --- learning and reproducibility --------------------------------------------------------------
@@ -208,8 +208,8 @@ def test_ranks_together_see_the_one_process_batch(world, accum):
     for step in [0, 1, one.per_epoch - 1, one.per_epoch, 5 * one.per_epoch + 2]:
         rows = torch.stack([b.rows(step) for b in ranks], 1).flatten()
         assert torch.equal(rows, one.rows(step))
-        t1, eps1, _ = one.t_and_noise(step, 50, 3)
-        parts = [b.t_and_noise(step, 50, 3) for b in ranks]
+        t1, eps1, _ = one.t_and_noise(step, 50, (3,))
+        parts = [b.t_and_noise(step, 50, (3,)) for b in ranks]
         assert torch.equal(torch.stack([p[0] for p in parts], 1).flatten(), t1)
         assert torch.equal(torch.stack([p[1] for p in parts], 1).flatten(0, 1), eps1)
 
@@ -220,7 +220,7 @@ def test_batches_are_a_function_of_seed_and_step_alone():
     for step in range(25):
         a.rows(step)
     assert torch.equal(a.rows(37), b.rows(37))
-    assert all(torch.equal(u, v) for u, v in zip(a.t_and_noise(37, 50, 2), b.t_and_noise(37, 50, 2)))
+    assert all(torch.equal(u, v) for u, v in zip(a.t_and_noise(37, 50, (2,)), b.t_and_noise(37, 50, (2,))))
     c = GlobalBatches(100, 10, 1, seed=8)
     assert not torch.equal(a.rows(37), c.rows(37))
 
@@ -308,7 +308,7 @@ def test_data_file_trains_and_samples_come_back_in_user_units(tmp_path, capsys):
     path = train(tiny(tmp_path / "run", data=str(tmp_path / "points.npy"), steps=60, batch_size=256, lr=5e-3),
                  progress=False)
     model = load_model(path)
-    assert model.transform.dim == 3 and model.data_name == str(tmp_path / "points.npy")
+    assert model.sample_shape == (3,) and model.data_name == str(tmp_path / "points.npy")
     np.testing.assert_allclose(model.transform.mean.numpy(), x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(model.transform.std.numpy(), x.std(0), rtol=1e-8)  # sums of 1e5-size terms
 

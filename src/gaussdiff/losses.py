@@ -22,7 +22,7 @@ import torch
 from .bound import check_variance_type, model_mean, vlb_terms
 from .chain import q_sample
 from .errors import InputError, TrainingError
-from .param import reverse_from_output, split_output, training_target
+from .param import reverse_from_output, split_output, time_dtype, training_target
 from .schedule import NoiseSchedule
 
 LOSS_TYPES = ("simple", "hybrid", "vlb")
@@ -66,9 +66,7 @@ def hybrid_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch
                 schedule: NoiseSchedule, prediction_type: str, levels: int | None = None, lo=-1.0, hi=1.0):
     """(L_simple + lambda L_vlb, L_vlb) per sample (B,), from the output (prediction, variance values) of a
     network with a variance head; L_vlb sees the prediction detached, so it moves only the variance."""
-    pred, var_out = split_output(out, x_t)
-    if var_out is None:
-        raise InputError("the hybrid loss needs a network with a variance head (learn_variance)")
+    pred, var_out = split_output(out, x_t, learn_variance=True)
     frozen = torch.cat([pred.detach(), var_out], dim=1)
     vlb = vlb_loss(frozen, x0, x_t, t, schedule, prediction_type, "learned_range", levels, lo, hi)
     return _mean_square(pred, target) + HYBRID_LAMBDA * vlb, vlb
@@ -93,9 +91,9 @@ def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_typ
     check_loss_type(loss_type, variance_type)
     t, eps, x_t = _noised(x0, schedule, t, eps, generator)
     target = training_target(prediction_type, x0, eps, schedule.alpha_bar[t.cpu()])
-    out = net(x_t, t.to(device=x0.device, dtype=x0.dtype), **net_kwargs)
+    out = net(x_t, t.to(device=x0.device, dtype=time_dtype(x0)), **net_kwargs)
     if loss_type == "simple":
-        return _mean_square(split_output(out, x_t)[0], target), None
+        return _mean_square(split_output(out, x_t, learn_variance=False)[0], target), None
     if loss_type == "vlb":
         vlb = vlb_loss(out, x0, x_t, t, schedule, prediction_type, variance_type, levels, lo, hi)
         return vlb, vlb.detach()

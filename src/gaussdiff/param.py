@@ -87,25 +87,39 @@ def score_from_x0(x0: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor) 
     return (a * x0 - x_t) / _bcast(1 - alpha_bar, x_t)
 
 
+def time_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype t reaches a network in: float64 with float64 data, else float32 (never bf16 or fp16, where
+    t = 999 rounds to 1000)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def learns_variance(net) -> bool:
+    """Whether ``net`` has a variance head, as its config declares (``learn_variance``); plain callables have none."""
+    return bool((getattr(net, "config", None) or {}).get("learn_variance", False))
+
+
 def as_denoiser(net: Callable, schedule: NoiseSchedule, prediction_type: str, **net_kwargs) -> Denoiser:
     """Wrap ``net(x_t, t, **net_kwargs)`` predicting eps, x_0 or v into ``denoiser(x_t, t) -> x0_hat``."""
     check_prediction_type(prediction_type)
+    head = learns_variance(net)
 
     def denoiser(x_t: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).expand(x_t.shape[0])
-        pred = split_output(net(x_t, t.to(x_t.dtype), **net_kwargs), x_t)[0]
+        pred = split_output(net(x_t, t.to(time_dtype(x_t)), **net_kwargs), x_t, head)[0]
         return to_x0(prediction_type, pred, x_t, schedule.alpha_bar_at(t))
 
     return denoiser
 
 
-def split_output(out: torch.Tensor, x_t: torch.Tensor):
-    """(prediction, variance values) of a network with a variance head (2 C channels on dim 1 for x_t's C),
-    (out, None) of one without."""
+def split_output(out: torch.Tensor, x_t: torch.Tensor, learn_variance: bool):
+    """(prediction, variance values) of a network with a variance head, whose output has twice x_t's channels on dim 1
+    (diffusers' layout), or (out, None) of one without; InputError when the output's shape does not say the same."""
     C = x_t.shape[1]
-    if out.shape[1] == 2 * C and out.shape[2:] == x_t.shape[2:]:
-        return out[:, :C], out[:, C:]
-    return out, None
+    expected = (x_t.shape[0], 2 * C, *x_t.shape[2:]) if learn_variance else tuple(x_t.shape)
+    if tuple(out.shape) != tuple(expected):
+        raise InputError(f"the network returned shape {tuple(out.shape)}; expected {tuple(expected)} "
+                         f"({'with' if learn_variance else 'without'} a variance head)")
+    return (out[:, :C], out[:, C:]) if learn_variance else (out, None)
 
 
 def _integer_t(t, x_t: torch.Tensor, T: int) -> torch.Tensor:
@@ -121,10 +135,11 @@ def _log_var_like(schedule: NoiseSchedule, t: torch.Tensor, variance_type: str, 
 
 
 def reverse_from_output(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
-                        prediction_type: str, variance_type: str):
+                        prediction_type: str, variance_type: str, var_head: bool = False):
     """(x0_hat, log_var), both x_t's shape, from a network's output at (x_t, t), t a long tensor (B,) in 1..T;
-    ``learned_range`` reads the variance channels, which a net without a variance head lacks (InputError)."""
-    pred, var_out = split_output(out, x_t)
+    ``learned_range`` reads the variance channels, which a net without a variance head lacks (InputError);
+    ``var_head``: the output has them even where the variance type does not read them."""
+    pred, var_out = split_output(out, x_t, variance_type == "learned_range" or var_head)
     t = t.cpu()
     x0_hat = to_x0(prediction_type, pred, x_t, schedule.alpha_bar[t])
     return x0_hat, _log_var_like(schedule, t, variance_type, var_out, x_t)
@@ -136,10 +151,12 @@ def as_reverse_model(net: Callable, schedule: NoiseSchedule, prediction_type: st
     check_prediction_type(prediction_type)
     check_variance_type(variance_type)
 
+    head = learns_variance(net)
+
     def reverse_model(x_t: torch.Tensor, t):
         t = _integer_t(t, x_t, schedule.T)
-        out = net(x_t, t.to(device=x_t.device, dtype=x_t.dtype), **net_kwargs)
-        return reverse_from_output(out, x_t, t, schedule, prediction_type, variance_type)
+        out = net(x_t, t.to(device=x_t.device, dtype=time_dtype(x_t)), **net_kwargs)
+        return reverse_from_output(out, x_t, t, schedule, prediction_type, variance_type, head)
 
     return reverse_model
 

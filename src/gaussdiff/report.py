@@ -25,7 +25,7 @@ def strip_times(T: int) -> list[int]:
 def backward_states(model: SavedModel, n: int, times: list[int], generator) -> list[tuple[int, torch.Tensor]]:
     """Run ancestral sampling over all T steps and keep x_t at ``times`` (model units)."""
     keep = {}
-    x_T = torch.randn(n, model.transform.dim, generator=generator)
+    x_T = torch.randn(n, *model.sample_shape, generator=generator)
     keep[model.schedule.T] = x_T
 
     def record(t, x):
@@ -53,11 +53,16 @@ def read_metrics(run: Path) -> list[dict]:
         raise InputError(f"{path} is not valid JSON lines: {e}") from None
 
 
+def pictures_apply(model: SavedModel) -> bool:
+    """Whether ``make_pictures`` draws this model's data: vectors of 2 or more features (the first two are shown)."""
+    return len(model.sample_shape) == 1 and model.sample_shape[0] >= 2
+
+
 def make_pictures(run, n: int = 2000, seed: int = 0, out=None) -> list[Path]:
     """Write the pictures of a run (or model) folder into ``out`` (default RUN/pictures)."""
     run = Path(run)
     model = load_model(run)
-    if model.transform.dim < 2:
+    if not pictures_apply(model):
         raise InputError("pictures are drawn for data of 2 or more dimensions (the first two are shown)")
     out = output_folder(out or run / "pictures", "the picture folder")  # before the sampling: one line, no work lost
     generator = torch.Generator().manual_seed(seed)

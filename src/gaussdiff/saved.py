@@ -20,15 +20,15 @@ from torch import nn
 
 from . import __version__
 from .bound import check_variance_type
-from .data import Standardize
 from .diffusers_config import write_scheduler_config
 from .errors import InputError
 from .nets import build_network
 from .param import Denoiser, ReverseModel, as_denoiser, as_reverse_model, check_prediction_type
 from .schedule import NoiseSchedule, schedule_from_config
+from .transforms import transform_from_dict
 
 FORMAT = "gaussdiff-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sample shape, network and transform kinds; version 1 (vectors, an MLP) still loads
 WEIGHT_FILES = {"ema": "model.safetensors", "online": "online.safetensors"}
 DDPM_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # by variance_type
 
@@ -38,7 +38,7 @@ class SavedModel:
     network: nn.Module
     schedule: NoiseSchedule
     prediction_type: str
-    transform: Standardize
+    transform: object  # a transforms.TRANSFORMS kind: data units <-> model units
     data_name: str
     variance_type: str = "fixed_small"  # of p(x_{t-1} | x_t): fixed_small, fixed_large or learned_range
 
@@ -46,6 +46,15 @@ class SavedModel:
         check_variance_type(self.variance_type)
         if self.variance_type == "learned_range" and not getattr(self.network, "config", {}).get("learn_variance"):
             raise InputError("variance_type learned_range needs a network with a variance head (learn_variance)")
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.transform.sample_shape)
+
+    def to_data_units(self, x):
+        """Model samples in the data's own units: the transform's inverse, rounded to the data's levels if it has them."""
+        x = self.transform.inverse(x.double())
+        return self.transform.quantize(x) if self.transform.levels else x
 
     def denoiser(self) -> Denoiser:
         return as_denoiser(self.network, self.schedule, self.prediction_type)
@@ -72,6 +81,7 @@ class SavedModel:
             "scheduler": self.schedule.config,
             "prediction_type": self.prediction_type,
             "variance_type": self.variance_type,
+            "sample_shape": list(self.sample_shape),
             "data": {"name": self.data_name, "transform": self.transform.to_dict()},
         }
 
@@ -126,16 +136,33 @@ def find_model_dir(path) -> Path:
 
 
 def read_config(folder: Path) -> dict:
+    """The model config of ``folder`` in the current format (a version-1 config is upgraded in memory)."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{folder / 'config.json'} is not readable JSON: {e}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InputError(f"{folder / 'config.json'} is not a gaussdiff model config")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{folder} has model format version {config.get('format_version')!r}; "
-                         f"this gaussdiff reads version {FORMAT_VERSION}")
-    return config
+    version = config.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise InputError(f"{folder} has model format version {version!r}; this gaussdiff reads versions 1 to "
+                         f"{FORMAT_VERSION}" + (" (a newer gaussdiff wrote it)" if isinstance(version, int)
+                                               and version > FORMAT_VERSION else ""))
+    return upgrade_v1(config) if version == 1 else config
+
+
+def upgrade_v1(config: dict) -> dict:
+    """A version-1 config (vectors of D features, an MLP with ``dim``, a standardization without ``kind``) in
+    version 2's terms."""
+    try:
+        network = dict(config["network"])
+        dim = network.pop("dim")
+        transform = {"kind": "standardize", **config["data"]["transform"]}
+    except (KeyError, TypeError) as e:
+        raise InputError(f"version-1 model config lacks or mistypes field {e}") from None
+    network |= {"sample_shape": [dim], "cond_keys": []}
+    return config | {"format_version": FORMAT_VERSION, "network": network, "sample_shape": [dim],
+                     "data": config["data"] | {"transform": transform}}
 
 
 def load_model(path, weights: str = "ema") -> SavedModel:
@@ -148,16 +175,28 @@ def load_model(path, weights: str = "ema") -> SavedModel:
         network = build_network(config["network"])
         schedule = schedule_from_config(config["scheduler"])
         prediction_type = check_prediction_type(config["prediction_type"])
-        transform = Standardize.from_dict(config["data"]["transform"])
+        transform = transform_from_dict(config["data"]["transform"])
         data_name = str(config["data"]["name"])
         variance_type = config.get("variance_type", "fixed_small")  # absent: older files
+        sample_shape = tuple(config["sample_shape"])
     except (KeyError, TypeError) as e:
         raise InputError(f"{folder / 'config.json'} lacks or mistypes field {e}") from None
+    _check_agreement(folder, network.config, schedule, transform, sample_shape)
     _load_weights(network, folder / WEIGHT_FILES[weights])
-    if network.config["dim"] != transform.dim:
-        raise InputError(f"{folder}: network dimension {network.config['dim']} != data dimension {transform.dim}")
     network.eval().requires_grad_(False)
     return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type)
+
+
+def _check_agreement(folder: Path, network: dict, schedule: NoiseSchedule, transform, sample_shape: tuple) -> None:
+    """InputError unless the network, the transform and the config agree on the sample shape and T."""
+    shapes = {"the config": sample_shape, "the network": tuple(network["sample_shape"]),
+              "the data transform": tuple(transform.sample_shape)}
+    if len(set(shapes.values())) > 1:
+        raise InputError(f"{folder / 'config.json'}: the sample shapes disagree: " +
+                         ", ".join(f"{k} {list(v)}" for k, v in shapes.items()))
+    if network.get("num_train_timesteps", schedule.T) != schedule.T:
+        raise InputError(f"{folder / 'config.json'}: the network was built for {network['num_train_timesteps']} "
+                         f"timesteps, the schedule has T = {schedule.T}")
 
 
 def _load_weights(network: nn.Module, file: Path) -> None:

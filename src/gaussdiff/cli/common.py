@@ -23,3 +23,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def positive(name: str, value) -> None:
     if value is not None and value < 1:
         raise InputError(f"{name} must be positive, got {value}")
+
+
+def check_data_shape(x, model, run) -> None:
+    """InputError unless the evaluated data x (N, *shape) have the model's sample shape."""
+    if tuple(x.shape[1:]) != tuple(model.sample_shape):
+        raise InputError(f"the data have samples of shape {list(x.shape[1:])}; the model at {run} expects "
+                         f"{list(model.sample_shape)}")

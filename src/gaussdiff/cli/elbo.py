@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..likelihood import Bound, check_levels, elbo, elbo_importance
 from ..losses import ImportanceSampler
 from ..saved import SavedModel, load_model
-from .common import POINTS_HELP, HelpFormatter, positive
+from .common import check_data_shape, POINTS_HELP, HelpFormatter, positive
 
 ESTIMATES = ("exact", "importance")
 PILOT = 10  # points whose exact terms fit the importance sampler: its history of 10 losses per t
@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("-n", "--num-points", type=int, default=1000, help=POINTS_HELP)
     p.add_argument("--levels", type=int, default=None,
                    help="discrete data, integers 0..levels-1 in the data's units (256: 8-bit, 17: scikit-learn's "
-                        "digits): discretized decoder; default: continuous data, Gaussian density decoder")
+                        "digits): discretized decoder; default: the data's own levels for images, else continuous "
+                        "data with the Gaussian density decoder")
     p.add_argument("--estimate", default="exact",
                    help="exact (all T terms: T network evaluations per point) or importance (--draws per point)")
     p.add_argument("--draws", type=int, default=16,
@@ -56,7 +57,8 @@ def decoder_range(model: SavedModel, x: torch.Tensor, levels: int | None):
     if levels is None:
         return -1.0, 1.0
     check_levels(x, levels)
-    lo, hi = (model.transform.forward(torch.full((x.shape[1],), v, dtype=torch.float64)) for v in (0.0, levels - 1.0))
+    lo, hi = (model.transform.forward(torch.full((1, *x.shape[1:]), v, dtype=torch.float64))[0]
+              for v in (0.0, levels - 1.0))
     return lo, hi
 
 
@@ -91,18 +93,20 @@ def checked_inputs(args):
     if args.variance_type is not None:
         model = dataclasses.replace(model, variance_type=args.variance_type)
     x, description = load_points(args.data, args.num_points, args.seed)
-    if x.shape[1] != model.transform.dim:
-        raise InputError(f"the data have {x.shape[1]} features, the model {model.transform.dim}")
+    check_data_shape(x, model, args.run)
+    if args.levels is None:
+        args.levels = model.transform.levels  # images: the discretized decoder at the data's own levels
     return model, x, description, decoder_range(model, x, args.levels)
 
 
-def compute(model: SavedModel, y: torch.Tensor, lo, hi, args) -> tuple[Bound, Bound, int]:
-    """(the bound of the points y in model units, the Bound whose per-t terms are drawn, the pilot's points), with a
+def compute(model: SavedModel, y: torch.Tensor, x: torch.Tensor, lo, hi, args) -> tuple[Bound, Bound, int]:
+    """(the bound of the points y in model units (x in the data's), the Bound whose per-t terms are drawn, the pilot's
+    points), with a
     progress bar: the exact estimate is its own curve; the importance one fits its proposal on PILOT points' terms."""
     network_model, dtype = model.reverse_model(), next(model.network.parameters()).dtype
     reverse = lambda x_t, t: network_model(x_t.to(dtype), t)  # noqa: E731 (the bound in float64, the net in its dtype)
     options = dict(levels=args.levels, lo=lo, hi=hi, batch_size=args.batch_size,
-                   log_det_jacobian=log_det_jacobian(model, args.levels),
+                   log_det_jacobian=log_det_jacobian(model, args.levels, x),
                    generator=torch.Generator().manual_seed(args.seed))
     T = model.schedule.T
     pilot_n = min(PILOT, len(y)) if args.estimate == "importance" else 0
@@ -120,12 +124,14 @@ def compute(model: SavedModel, y: torch.Tensor, lo, hi, args) -> tuple[Bound, Bo
     return bound, curve, pilot_n
 
 
-def log_det_jacobian(model: SavedModel, levels: int | None) -> float:
-    """What L_0 takes off for the data's own units: the transform's log-Jacobian for a density, 0 for a probability."""
-    return 0.0 if levels else model.transform.log_abs_det_jacobian()
+def log_det_jacobian(model: SavedModel, levels: int | None, x: torch.Tensor):
+    """What L_0 takes off for the data's own units: the transform's log-Jacobian at each point x (data units) for a
+    density, 0 for a probability."""
+    return 0.0 if levels else model.transform.log_abs_det_jacobian(x)
 
 
-def report(args, model: SavedModel, description: str, bound: Bound, curve: Bound, pilot_n: int, out: Path) -> None:
+def report(args, model: SavedModel, x: torch.Tensor, description: str, bound: Bound, curve: Bound, pilot_n: int,
+           out: Path) -> None:
     """Print the table and write elbo.json and elbo.png into ``out``."""
     T = model.schedule.T
     kind = (f"discrete data on {args.levels} levels: a bound on a probability" if args.levels else
@@ -138,7 +144,8 @@ def report(args, model: SavedModel, description: str, bound: Bound, curve: Bound
     result = {"run": str(args.run), "data": description, "points": bound.prior.numel(), "dim": bound.dim,
               "estimate": args.estimate, "evaluations_per_point": bound.evaluations, "T": T,
               "variance_type": model.variance_type, "levels": args.levels,
-              "log_det_jacobian": log_det_jacobian(model, args.levels), "terms": bound.summary(),
+              "log_det_jacobian": float(torch.as_tensor(log_det_jacobian(model, args.levels, x)).mean()),
+              "terms": bound.summary(),
               "per_t_nats": _finite_or_none(curve.per_t.tolist()), "per_t_points": curve.prior.numel()}
     write_text_atomically(out / "elbo.json", json.dumps(result, indent=2))
     picture = plots.elbo_terms(curve.per_t, out / "elbo.png",
@@ -150,5 +157,5 @@ def report(args, model: SavedModel, description: str, bound: Bound, curve: Bound
 def run(args) -> None:
     model, x, description, (lo, hi) = checked_inputs(args)
     out = output_folder(args.out or Path(args.run) / "elbo")  # before the work: one line, nothing lost
-    bound, curve, pilot_n = compute(model, model.transform.forward(x), lo, hi, args)
-    report(args, model, description, bound, curve, pilot_n, out)
+    bound, curve, pilot_n = compute(model, model.transform.forward(x), x, lo, hi, args)
+    report(args, model, x, description, bound, curve, pilot_n, out)

@@ -18,7 +18,11 @@ from ..errors import InputError
 from ..likelihood import check_levels, check_options, mean_se, ode_nll
 from ..samplers.ode import ADAPTIVE_METHODS, check_solver
 from ..saved import load_model
-from .common import POINTS_HELP, HelpFormatter, positive
+from .common import check_data_shape, POINTS_HELP, HelpFormatter, positive
+
+
+EXACT_TRACE_MAX_DIM = 64  # above it the exact divergence's D backward passes per call cost more than they tell
+HUTCHINSON_PROBES = 2  # the fewest that give a standard error
 
 
 def add_parser(sub) -> None:
@@ -29,13 +33,15 @@ def add_parser(sub) -> None:
                    help=f"built-in data set ({', '.join(BUILTIN)}) or a .npy / .csv file (N, D) in the data's units")
     p.add_argument("-n", "--num-samples", type=int, default=1000, help=POINTS_HELP)
     p.add_argument("--levels", type=int, default=None,
-                   help="discrete data: integers 0..L-1, dequantized by U(-1/2, 1/2) (8-bit images: 256)")
+                   help="discrete data: integers 0..L-1, dequantized by U(-1/2, 1/2) (8-bit images: 256; default: "
+                        "the data's own levels for images, else continuous data)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of the ODE solver")
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the ODE solver")
     p.add_argument("--method", default="dopri5", help=f"adaptive ODE solver: {', '.join(ADAPTIVE_METHODS)}")
     p.add_argument("--sigma-min", type=float, default=1e-3, help="noise level where the ODE starts (t near 0)")
-    p.add_argument("--hutchinson", type=int, default=0,
-                   help="0: exact divergence (D backward passes per call); K >= 2: Hutchinson with K probes")
+    p.add_argument("--hutchinson", type=int, default=None,
+                   help="0: exact divergence (D backward passes per call); K >= 2: Hutchinson with K probes "
+                        f"(default: exact up to D = {EXACT_TRACE_MAX_DIM}, else {HUTCHINSON_PROBES} probes)")
     p.add_argument("--batch-size", type=int, default=500, help="samples per ODE solve")
     p.add_argument("--weights", default="ema", help="ema or online")
     p.add_argument("--seed", type=int, default=0, help="seed of the data draw, dequantization and probes")
@@ -48,11 +54,13 @@ def checked_inputs(args):
     positive("--batch-size", args.batch_size)
     check_solver(args.rtol, args.atol, args.method)
     model = load_model(args.run, weights=args.weights)
-    check_options(args.hutchinson, "rademacher", args.sigma_min, model.schedule)
+    check_options(args.hutchinson or 0, "rademacher", args.sigma_min, model.schedule)
     x, description = load_points(args.data, args.num_samples, args.seed)
-    if x.shape[1] != model.transform.dim:
-        raise InputError(f"the data have {x.shape[1]} values per row; the model at {args.run} expects "
-                         f"{model.transform.dim}")
+    check_data_shape(x, model, args.run)
+    if args.levels is None:
+        args.levels = model.transform.levels  # images: dequantize the data's own levels
+    if args.hutchinson is None:
+        args.hutchinson = 0 if x[0].numel() <= EXACT_TRACE_MAX_DIM else HUTCHINSON_PROBES
     if args.levels is not None:
         check_levels(x, args.levels)
     return model, x, description

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
-from ..data import BUILTIN
-from ..report import make_pictures
+from ..data import BUILTIN, IMAGE_BUILTIN
+from ..report import make_pictures, pictures_apply
 from ..saved import load_model
 from ..errors import InputError
 from ..train import TrainConfig, resolve, train
@@ -16,7 +17,8 @@ from ..train.config import TYPES
 from .common import HelpFormatter
 
 TRAIN_HELP = {
-    "data": f"built-in data set ({', '.join(BUILTIN)}) or a .npy / .csv file of shape (N, D)",
+    "data": f"built-in data set ({', '.join([*BUILTIN, *IMAGE_BUILTIN])}), a .npy / .csv file of rows (N, D), or "
+            "images: a folder of PNG/JPEG files (a sub-folder per class) or a .npy (N, H, W[, C]) / (N, C, H, W)",
     "out": "run folder to create",
     "n_data": "points drawn from a built-in data set",
     "seed": "seed of data, initialisation, t and noise",
@@ -38,9 +40,13 @@ TRAIN_HELP = {
     "loss_type": "simple (L_simple), hybrid (L_simple + 0.001 L_vlb; needs learned_range) or vlb (the bound)",
     "variance_type": "reverse-step variance: fixed_small (beta-tilde), fixed_large (beta) or learned_range",
     "t_sampling": "uniform, or importance (t drawn by the loss's second moment, Improved DDPM)",
+    "network": "network kind (auto, mlp, unet) or a JSON object of its config, e.g. '{\"kind\": \"unet\", "
+               "\"preset\": \"digits\", \"base_channels\": 64}' (auto: the MLP for vectors, the UNet for images)",
     "width": "MLP width",
     "depth": "number of residual MLP blocks",
-    "emb_dim": "size of the time embedding",
+    "emb_dim": "size of the MLP's time embedding",
+    "image_size": "image folders: centre-crop and resize to this size (default: the images' own, if they share one)",
+    "channels": "image folders: 1 (gray) or 3 (RGB) (default: 3 if any image has colour)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",
@@ -66,10 +72,25 @@ def add_parser(sub) -> None:
         name, text = f"--{f.name.replace('_', '-')}", f"{TRAIN_HELP[f.name]} (default: {f.default})"
         if str(f.type) == "bool":
             p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
+        elif str(f.type) == "dict":
+            p.add_argument(name, type=network_section, default=argparse.SUPPRESS, help=f"{TRAIN_HELP[f.name]} (default: auto)")
         else:
             p.add_argument(name, type=TYPES[str(f.type)][0], default=argparse.SUPPRESS, help=text)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures at the end")
+
+
+def network_section(text: str) -> dict:
+    """--network KIND or --network '{"kind": ..., ...}' as the network section of the config."""
+    if not text.lstrip().startswith("{"):
+        return {"kind": text}
+    try:
+        section = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not a JSON object: {e}") from None
+    if not isinstance(section, dict):
+        raise argparse.ArgumentTypeError("must be a network kind or a JSON object")
+    return section
 
 
 def run(args) -> None:
@@ -81,6 +102,6 @@ def run(args) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     print(f"trained: {folder}/model")
-    if not args.no_pictures and load_model(folder).transform.dim >= 2:
+    if not args.no_pictures and pictures_apply(load_model(folder)):
         for path in make_pictures(folder):
             print(f"picture: {path}")

@@ -80,17 +80,22 @@ def _fmt(v: torch.Tensor) -> str:
     return f"{v.item():g}" if v.numel() == 1 else "per feature"
 
 
-def _check_data(x0: torch.Tensor, levels, lo, hi, log_det_jacobian: float) -> None:
+def _check_data(x0: torch.Tensor, levels, lo, hi, log_det_jacobian) -> torch.Tensor:
+    """The log-Jacobian as float64 (N,) (a number applies to every point), after checking the data and it."""
     if x0.ndim < 2 or x0.shape[0] < 1:
         raise InputError(f"data must have shape (N, ...) with N >= 1, got {tuple(x0.shape)}")
     if not torch.isfinite(x0).all():
         raise InputError("data contain NaN or infinite values")
+    ldj = torch.as_tensor(log_det_jacobian, dtype=torch.float64).cpu()
+    if ldj.ndim > 1 or ldj.numel() not in (1, x0.shape[0]):
+        raise InputError(f"log_det_jacobian must be a number or one per data point, got shape {tuple(ldj.shape)}")
     if levels is not None:
         check_quantized(x0, levels, lo, hi)
-        if log_det_jacobian != 0:
+        if (ldj != 0).any():
             raise InputError("a discretized decoder gives probabilities: no log-Jacobian applies")
-    elif not math.isfinite(log_det_jacobian):
-        raise InputError(f"log_det_jacobian must be finite, got {log_det_jacobian}")
+    elif not torch.isfinite(ldj).all():
+        raise InputError(f"log_det_jacobian must be finite, got {ldj.tolist()}"[:200])
+    return ldj.expand(x0.shape[0])
 
 
 def term_at(reverse_model: ReverseModel, x0: torch.Tensor, schedule: NoiseSchedule, t: torch.Tensor,
@@ -126,17 +131,18 @@ def _evaluate(reverse_model, x0, schedule, batches, levels, lo, hi, log_det_jaco
     per_t = torch.where(counts > 0, sums / counts.clamp(min=1), torch.nan)
     if levels is None:  # L_0 in the data's own units
         decoder -= log_det_jacobian
-        per_t[0] -= log_det_jacobian
+        per_t[0] -= log_det_jacobian.mean()
     return prior_kl(x0.double(), schedule).cpu(), diffusion, decoder, per_t
 
 
 @torch.no_grad()
 def elbo(reverse_model: ReverseModel, x0: torch.Tensor, schedule: NoiseSchedule, *, levels: int | None = None,
-         lo=-1.0, hi=1.0, log_det_jacobian: float = 0.0, batch_size: int = 4096, generator=None,
+         lo=-1.0, hi=1.0, log_det_jacobian=0.0, batch_size: int = 4096, generator=None,
          callback=None) -> Bound:
     """The bound of every data point of x0 (N, ...) over all T terms, ``batch_size`` (point, t) pairs per
-    network call; ``callback(t, terms)`` sees each batch's t (n,) and terms (n,) (nats)."""
-    _check_data(x0, levels, lo, hi, log_det_jacobian)
+    network call; ``callback(t, terms)`` sees each batch's t (n,) and terms (n,) (nats). ``log_det_jacobian``: a
+    number, or one per point (N,) (a transform's ``log_abs_det_jacobian(x)``)."""
+    log_det_jacobian = _check_data(x0, levels, lo, hi, log_det_jacobian)
     T = schedule.T
     batches = ((pair // T, pair % T + 1, 1.0) for pair in _pairs(x0.shape[0] * T, batch_size))  # point-major
     terms = _evaluate(reverse_model, x0, schedule, batches, levels, lo, hi, log_det_jacobian, generator, callback)
@@ -146,10 +152,10 @@ def elbo(reverse_model: ReverseModel, x0: torch.Tensor, schedule: NoiseSchedule,
 @torch.no_grad()
 def elbo_importance(reverse_model: ReverseModel, x0: torch.Tensor, schedule: NoiseSchedule,
                     sampler: ImportanceSampler, draws: int = 16, *, levels: int | None = None, lo=-1.0, hi=1.0,
-                    log_det_jacobian: float = 0.0, batch_size: int = 4096, generator=None, callback=None) -> Bound:
+                    log_det_jacobian=0.0, batch_size: int = 4096, generator=None, callback=None) -> Bound:
     """The bound of every data point of x0 from ``draws`` = K importance-sampled t each (see module doc):
     per point sum_t L_t ~ (1/K) sum_k T w_k L_{t_k}, with t_k and w = 1 / (T p_t) from ``sampler``."""
-    _check_data(x0, levels, lo, hi, log_det_jacobian)
+    log_det_jacobian = _check_data(x0, levels, lo, hi, log_det_jacobian)
     if sampler.T != schedule.T:
         raise InputError(f"the importance sampler is for T = {sampler.T}, the schedule has T = {schedule.T}")
     check_int("the number of t draws per point", draws, 1)

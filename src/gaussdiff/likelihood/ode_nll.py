@@ -135,6 +135,7 @@ def ode_nll(denoiser: Denoiser, x: torch.Tensor, schedule: NoiseSchedule, *, tra
     x = dequantize(x, levels, generator) if levels is not None else torch.as_tensor(x, dtype=torch.float64)
     y = transform.forward(x) if transform is not None else x
     log_p, nfe = ode_log_prob(denoiser, y, schedule, generator=generator, **options)
-    log_p = log_p + (transform.log_abs_det_jacobian() if transform is not None else 0.0)
+    if transform is not None:
+        log_p = log_p + transform.log_abs_det_jacobian(x).to(log_p)
     se = log_p.std(0) / math.sqrt(len(log_p)) if len(log_p) > 1 else torch.zeros_like(log_p[0])
     return ODELikelihood(nll=-log_p.mean(0), probe_se=se, nfe=nfe, dim=y[0].numel())

@@ -45,7 +45,7 @@ class GlobalBatches:
             self._epoch, self._order = epoch, torch.tensor(list(self.sampler))
         return self._order[k * self.local:(k + 1) * self.local]
 
-    def t_and_noise(self, step: int, T: int, dim: int, t_sampler=None):
+    def t_and_noise(self, step: int, T: int, sample_shape: tuple[int, ...], t_sampler=None):
         """t, eps ~ N(0, I) and the importance weights of t for the global batch, this rank's slice.
 
         t ~ U{1..T} (weights 1), or from ``t_sampler.sample(B, generator)`` (weights 1 / (T p_t))."""
@@ -54,5 +54,5 @@ class GlobalBatches:
             t, w = torch.randint(1, T + 1, (self.batch_size,), generator=g), torch.ones(self.batch_size)
         else:
             t, w = t_sampler.sample(self.batch_size, g)
-        eps = torch.randn((self.batch_size, dim), generator=g)
+        eps = torch.randn((self.batch_size, *sample_shape), generator=g)
         return t[self.rank::self.world], eps[self.rank::self.world], w[self.rank::self.world].float()

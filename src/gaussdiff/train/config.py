@@ -12,7 +12,7 @@ import json
 import math
 import tomllib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -50,9 +50,12 @@ class TrainConfig:
     loss_type: str = "simple"  # simple, hybrid (simple + 0.001 L_vlb) or vlb
     variance_type: str = "fixed_small"  # of the reverse step: fixed_small, fixed_large or learned_range
     t_sampling: str = "uniform"  # uniform, or importance (by the loss's second moment, Improved DDPM)
-    width: int = 64  # on a CPU time budget, more steps of a small MLP beat fewer of a wide one
+    network: dict = field(default_factory=dict)  # {"kind": auto|mlp|unet, ...the kind's fields}; auto: by data shape
+    width: int = 64  # the MLP's; on a CPU time budget, more steps of a small MLP beat fewer of a wide one
     depth: int = 3
     emb_dim: int = 128
+    image_size: int | None = None  # image folders: centre-crop and resize to this size (None: the images' own)
+    channels: int | None = None  # image folders: 1 (gray) or 3 (RGB); None: 3 if any image has colour
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
     compile: bool = False  # torch.compile the network
@@ -67,7 +70,7 @@ class TrainConfig:
             self.steps = 5000
         positive = ["n_data", "batch_size", "grad_accum", "num_train_timesteps", "width", "depth", "emb_dim",
                     "log_every", "checkpoint_every", "keep_checkpoints"] + [
-                        k for k in ("steps", "threads") if getattr(self, k) is not None]
+                        k for k in ("steps", "threads", "image_size") if getattr(self, k) is not None]
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{flag(name)} must be positive, got {getattr(self, name)}")
@@ -87,8 +90,11 @@ class TrainConfig:
         for name, known in CHOICES.items():
             if getattr(self, name) not in known:
                 raise InputError(f"unknown {flag(name)} {getattr(self, name)!r}; known: {', '.join(known)}")
+        if self.channels not in (None, 1, 3):
+            raise InputError(f"channels must be 1 (gray) or 3 (RGB), got {self.channels}")
         check_prediction_type(self.prediction_type)
         check_loss_type(self.loss_type, self.variance_type)
+        check_network_section(self.network)
         return self
 
 
@@ -97,11 +103,23 @@ CHOICES = {"lr_schedule": ("cosine", "constant"), "device": ("auto", "cpu", "cud
 
 # Changing one of these changes the model or its data: a resume that does so is refused.
 MODEL_FIELDS = ("data", "n_data", "seed", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-                "prediction_type", "variance_type", "width", "depth", "emb_dim")
+                "prediction_type", "variance_type", "network", "width", "depth", "emb_dim", "image_size", "channels")
+NETWORK_KINDS = ("auto", "mlp", "unet")  # auto: the MLP for vectors, the UNet for images
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-TYPES = {"int": (int,), "int | None": (int,), "float": (float, int), "float | None": (float, int), "str": (str,),
+TYPES = {"dict": (dict,), "int": (int,), "int | None": (int,), "float": (float, int), "float | None": (float, int), "str": (str,),
          "bool": (bool,)}
+
+
+def check_network_section(network: dict) -> None:
+    """The ``network`` section names a known kind (or none: auto); the MLP's fields are the top-level width, depth and
+    emb_dim, so its section holds nothing else."""
+    kind = network.get("kind", "auto")
+    if kind not in NETWORK_KINDS:
+        raise InputError(f"unknown network kind {kind!r}; known: {', '.join(NETWORK_KINDS)}")
+    if kind == "mlp" and set(network) - {"kind"}:
+        raise InputError(f"the mlp network is sized by --width, --depth and --emb-dim; the network section holds "
+                         f"{', '.join(sorted(set(network) - {'kind'}))}")
 
 
 def flag(name: str) -> str:

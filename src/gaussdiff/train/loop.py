@@ -20,10 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..atomic import write_text_atomically
-from ..data import BUILTIN, load_dataset
+from ..data import load_dataset
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, training_loss
-from ..nets import MLP
+from ..nets import build_network, unet_config
 from ..saved import SavedModel
 from ..schedule import make_schedule
 from . import distributed
@@ -100,10 +100,9 @@ class Learner:
     t_sampler: ImportanceSampler | None
 
     @classmethod
-    def create(cls, cfg: TrainConfig, dim: int, T: int, device: torch.device) -> "Learner":
+    def create(cls, cfg: TrainConfig, sample_shape: tuple[int, ...], T: int, device: torch.device) -> "Learner":
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = MLP(dim, T, cfg.width, cfg.depth, cfg.emb_dim, learn_variance=cfg.variance_type == "learned_range")
-        model = model.to(device)
+        model = build_network(network_config(cfg, sample_shape, T)).to(device)
         return cls(model, EMA(model, beta=cfg.ema_decay, update_after_step=0, update_every=1,
                               include_online_model=False),
                    torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -134,6 +133,19 @@ class Learner:
         return state["step"], state["elapsed_s"]
 
 
+def network_config(cfg: TrainConfig, sample_shape: tuple[int, ...], T: int) -> dict:
+    """The full config of the network ``cfg`` asks for (kind auto: the MLP for vectors, the UNet for images)."""
+    section = dict(cfg.network)
+    kind = section.pop("kind", "auto")
+    if kind == "auto":
+        kind = "mlp" if len(sample_shape) == 1 else "unet"
+    learn_variance = cfg.variance_type == "learned_range"
+    if kind == "mlp":
+        return dict(kind="mlp", sample_shape=list(sample_shape), num_train_timesteps=T, width=cfg.width,
+                    depth=cfg.depth, emb_dim=cfg.emb_dim, learn_variance=learn_variance)
+    return unet_config(list(sample_shape), T, learn_variance=learn_variance, **section)
+
+
 def claim_run_folder(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool,
                      stack: ExitStack) -> Path:
     """Rank 0 creates (or checks) the run folder and locks it; every rank learns its verdict."""
@@ -155,14 +167,14 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         raise InputError("fp16 needs a CUDA device (a gradient scaler); use --precision bf16 on CPU")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    x, transform, description = load_dataset(cfg.data, cfg.n_data, cfg.seed)
+    data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
-    batches = GlobalBatches(len(x), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
-    x, dim, T = x.to(device), x.shape[1], schedule.T
+    batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
+    shape, T = data.sample_shape, schedule.T
 
     with ExitStack() as stack:
         run = claim_run_folder(cfg, procs, overwrite, resume, stack)
-        learner = Learner.create(cfg, dim, T, device)
+        learner = Learner.create(cfg, shape, T, device)
         model, opt, scaler, t_sampler = learner.model, learner.opt, learner.scaler, learner.t_sampler
         step, elapsed = learner.restore(run, device) if resume else (0, 0.0)
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
@@ -174,7 +186,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         stack.callback(log.close)
         if procs.main:
             truncate_metrics(run / "metrics.jsonl", step)  # lines a killed run logged after its checkpoint
-            resolved = dataclasses.asdict(cfg) | {"data_description": description}
+            resolved = dataclasses.asdict(cfg) | {"data_description": data.description}
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
 
         def checkpoint() -> Path | None:
@@ -193,14 +205,14 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            rows = batches.rows(step)
-            t, eps, weights = batches.t_and_noise(step, T, dim, t_sampler)
+            x = data.get(batches.rows(step)).x.to(device)
+            t, eps, weights = batches.t_and_noise(step, T, shape, t_sampler)
             opt.zero_grad(set_to_none=True)
             seen = []  # per-sample losses for the importance sampler of t
             for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
                 part = slice(i * micro, (i + 1) * micro)
                 with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
-                    loss, vlb = training_loss(forward, x[rows[part]], schedule, cfg.prediction_type, cfg.loss_type,
+                    loss, vlb = training_loss(forward, x[part], schedule, cfg.prediction_type, cfg.loss_type,
                                               cfg.variance_type, t=t[part], eps=eps[part].to(device))
                 # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
                 scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
@@ -234,7 +246,6 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             now = time.perf_counter()
             log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
         if procs.main:
-            data_name = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
-            SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, transform, data_name,
+            SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
                        cfg.variance_type).save(run / "model", online=model)
     return run

@@ -1,0 +1,127 @@
+"""What training and evaluation read: a :class:`Dataset` of N samples of any shape, handing out
+:class:`Batch` es in model units for a set of rows, and :func:`load_points` for the commands that evaluate
+a model on data in the data's own units."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..transforms import Pixels, Standardize
+from . import digits
+from .files import load_array
+from .images import is_image_source, read_images
+from .toys import BUILTIN, check_count_and_seed
+
+IMAGE_BUILTIN = ("digits",)  # built-in image sets (native size; the training split)
+
+
+@dataclass
+class Batch:
+    """Rows of a data set in model units: x (B, *sample_shape) float32; ``cond`` the named conditions the network
+    receives (empty without conditioning); ``mask`` 1 where a value is observed (None: all are)."""
+
+    x: torch.Tensor
+    cond: dict[str, torch.Tensor] = field(default_factory=dict)
+    mask: torch.Tensor | None = None
+
+    def to(self, device) -> Batch:
+        return Batch(self.x.to(device), {k: v.to(device) for k, v in self.cond.items()},
+                     None if self.mask is None else self.mask.to(device))
+
+
+class Dataset:
+    """N samples kept in the data's own units (images stay uint8) and mapped to model units batch by batch."""
+
+    def __init__(self, data: torch.Tensor, transform, name: str, description: str,
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None):
+        self.data, self.transform, self.name, self.description = data, transform, name, description
+        self.labels, self.classes = labels, classes
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.transform.sample_shape)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get(self, rows) -> Batch:
+        """The rows (a long tensor of indices) in model units, float32."""
+        return Batch(self.transform.forward(self.data[rows]).float())
+
+
+def is_builtin(name_or_path) -> bool:
+    """Whether the argument names a built-in data set; InputError if it is neither one nor an existing path."""
+    if isinstance(name_or_path, str) and (name_or_path in BUILTIN or name_or_path in IMAGE_BUILTIN):
+        return True
+    if not Path(name_or_path).exists():
+        raise InputError(f"unknown dataset {str(name_or_path)!r}: neither a built-in name "
+                         f"({', '.join([*BUILTIN, *IMAGE_BUILTIN])}) nor an existing file or folder")
+    return False
+
+
+def _digits(split: str) -> Dataset:
+    images, labels = digits.digits_split(split)
+    return Dataset(torch.from_numpy(images), Pixels(images.shape[1:], digits.LEVELS), "digits",
+                   f"built-in 'digits' ({split} split): {len(images)} images 1x8x8, {digits.LEVELS} levels",
+                   torch.from_numpy(labels), digits.CLASSES)
+
+
+def _image_files(path: Path, image_size: int | None, channels: int | None) -> Dataset:
+    found = read_images(path, image_size=image_size, channels=channels)
+    if found.skipped:
+        warnings.warn(f"{path}: skipped {len(found.skipped)} unreadable file(s), e.g. {found.skipped[0]}", stacklevel=3)
+    labels = None if found.labels is None else torch.from_numpy(found.labels)
+    return Dataset(torch.from_numpy(found.images), Pixels(found.images.shape[1:], found.levels), str(path.resolve()),
+                   found.source, labels, found.classes)
+
+
+def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 0, *, image_size: int | None = None,
+                 channels: int | None = None) -> Dataset:
+    """The data set a model trains on.
+
+    A built-in 2-D name gives n fresh points under seed, already in their own units (identity map); 'digits' its
+    1,500 training images; a folder of images or a .npy of images (N, H, W[, C]) or (N, C, H, W) is read by
+    :func:`images.read_images` (``image_size``, ``channels``); any other argument is a .npy or .csv file of rows,
+    standardized per feature (n and seed unused).
+    """
+    if is_builtin(name_or_path):
+        if name_or_path in IMAGE_BUILTIN:
+            return _digits("train")
+        x = BUILTIN[name_or_path](n, seed)
+        return Dataset(x, Standardize.identity(x.shape[1]), name_or_path,
+                       f"built-in {name_or_path!r}: {n} points, seed {seed}, standardized units")
+    path = Path(name_or_path)
+    if is_image_source(path):
+        return _image_files(path, image_size, channels)
+    array = torch.from_numpy(load_array(path))
+    return Dataset(array, Standardize.fit(array), str(path.resolve()),
+                   f"{path}: {array.shape[0]} rows x {array.shape[1]} features, standardized")
+
+
+def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int) -> tuple[torch.Tensor, str]:
+    """(float64 (N, *shape) in the data's own units, a description): the points a command evaluates.
+
+    A built-in 2-D name gives n fresh points under seed; 'digits' n of its 297 held-out images. A .npy or .csv file
+    gives n of its rows drawn without replacement under seed (kept in file order), or all its rows when n is None or
+    >= its rows.
+    """
+    if n is not None:
+        check_count_and_seed(n, seed)
+    if is_builtin(name_or_path) and name_or_path in BUILTIN:
+        return BUILTIN[name_or_path](n, seed).double(), f"built-in {name_or_path!r}: {n} points, seed {seed}"
+    if name_or_path in IMAGE_BUILTIN:
+        rows, what = torch.from_numpy(digits.digits_split("test")[0]).double(), "digits (held-out split)"
+    else:
+        rows, what = torch.from_numpy(load_array(name_or_path)), str(name_or_path)
+    total = len(rows)
+    if n is None or n >= total:
+        return rows, f"{what}: all {total} rows"
+    keep = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return rows[keep], f"{what}: {n} of {total} rows, drawn under seed {seed}"

@@ -1,0 +1,143 @@
+"""User arrays: reading .npy and .csv files of (N, D) rows, and writing arrays atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import write_atomically
+from ..errors import InputError
+
+# ---------------------------------------------------------------------------------------------
+# User arrays.
+
+_EXTENSIONS = (".npy", ".csv")
+
+
+def _one_line(error: Exception) -> str:
+    """The text of an exception with all whitespace runs collapsed to single spaces."""
+    return " ".join(str(error).split())
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array stored in a .npy file (no pickles), as float64."""
+    try:
+        with open(path, "rb") as f:
+            array = np.lib.format.read_array(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{path}: holds {array.dtype} values; expected real numbers")
+    return array.astype(np.float64)
+
+
+def _parse_csv_line(path: Path, number: int, line: str) -> list[float]:
+    """The numbers of one comma-separated line; InputError naming the line and cell otherwise."""
+    cells = line.split(",")
+    try:
+        return [float(c) for c in cells]
+    except ValueError:
+        j = next(j for j, c in enumerate(cells) if not _is_number(c))
+        raise InputError(f"{path}: line {number}, column {j + 1}: {cells[j].strip()[:40]!r} "
+                         "is not a number") from None
+
+
+def _is_number(cell: str) -> bool:
+    """Whether float() accepts the cell."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """Numbers separated by commas, one row a line; a first line without any number is a header."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read as text ({_one_line(e)})") from None
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if lines and not any(_is_number(c) for c in lines[0][1].split(",")):
+        lines = lines[1:]
+    rows = [_parse_csv_line(path, i, line) for i, line in lines]
+    for (i, _), row in zip(lines, rows):
+        if len(row) != len(rows[0]):
+            raise InputError(f"{path}: line {i} has {len(row)} values, but line {lines[0][0]} "
+                             f"has {len(rows[0])}")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(rows[0]) if rows else 0)
+
+
+def _check_path(path: Path) -> None:
+    """Raise InputError unless path has a known extension."""
+    if path.suffix.lower() not in _EXTENSIONS:
+        raise InputError(f"{path}: unknown file type {path.suffix or '(no extension)'!r}; "
+                         f"expected one of {', '.join(_EXTENSIONS)}")
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """Read a .npy or .csv file of N >= 2 finite rows of D >= 1 numbers into float64 (N, D)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a .npy or .csv file")
+    _check_path(path)
+    array = _read_npy(path) if path.suffix.lower() == ".npy" else _read_csv(path)
+    if array.ndim != 2:
+        raise InputError(f"{path}: array of shape {array.shape}; expected shape (N, D), one row "
+                         "per data point")
+    if array.shape[0] < 2:
+        raise InputError(f"{path}: {array.shape[0]} data row(s); need at least 2")
+    if array.shape[1] < 1:
+        raise InputError(f"{path}: rows have no values; expected shape (N, D) with D >= 1")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise InputError(f"{path}: {bad.size} of {array.shape[0]} rows contain NaN or Inf "
+                         f"(first: row {bad[0]}, counting from 0)")
+    return array
+
+
+def _write_csv(f, array: np.ndarray) -> None:
+    """Write rows as comma-separated shortest round-trip reprs of float64."""
+    f.write("".join(",".join(map(repr, row)) + "\n" for row in array.tolist()).encode())
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Raise InputError unless an array can be written at path (known extension, existing folder)."""
+    path = Path(path)
+    _check_path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    return path
+
+
+def output_folder(path: str | os.PathLike, what: str = "the output folder") -> Path:
+    """Create the folder ``path`` (and its parents) for a command's results before any work is done;
+    InputError naming it as ``what`` where it cannot be (a file in the way, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot use {path} as {what}: {e.strerror or e}") from None
+    return path
+
+
+def save_array(path: str | os.PathLike, array) -> None:
+    """Write an (N, D) array to .npy or .csv atomically: path ends up old or new, never half."""
+    path = check_output_path(path)
+    array = np.asarray(array.detach().cpu() if torch.is_tensor(array) else array, dtype=np.float64)
+    if array.ndim != 2:
+        raise InputError(f"{path}: cannot save an array of shape {array.shape}; expected (N, D)")
+    is_npy = path.suffix.lower() == ".npy"
+    try:
+        write_atomically(path, lambda f: np.save(f, array) if is_npy else _write_csv(f, array))
+    except OSError as e:
+        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+
+
