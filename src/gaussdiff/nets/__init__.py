@@ -1,15 +1,17 @@
 """Networks: any nn.Module with ``forward(x_t, t, cond=None)`` plugs in; ``build_network`` makes
-one from the JSON config a saved model stores."""
+one from the JSON config a saved model stores. ``diffusers_unet2d`` (a diffusers UNet2DModel) imports diffusers only
+when one is built, so gaussdiff works without it."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from ..errors import InputError
+from .diffusers_unet import DIFFUSERS_UNET_PRESETS, DiffusersUNet2D, diffusers_unet2d_config
 from .mlp import MLP
 from .unet import UNET_PRESETS, UNet, unet_config
 
-NETWORKS = {"mlp": MLP, "unet": UNet}
+NETWORKS = {"mlp": MLP, "unet": UNet, "diffusers_unet2d": DiffusersUNet2D}
 
 
 def build_network(config: dict) -> nn.Module:
@@ -30,4 +32,5 @@ def build_network(config: dict) -> nn.Module:
     return net
 
 
-__all__ = ["MLP", "NETWORKS", "UNET_PRESETS", "UNet", "build_network", "unet_config"]
+__all__ = ["DIFFUSERS_UNET_PRESETS", "DiffusersUNet2D", "MLP", "NETWORKS", "UNET_PRESETS", "UNet", "build_network",
+           "diffusers_unet2d_config", "unet_config"]
