@@ -15,6 +15,7 @@ from PIL import Image
 from gaussdiff import cli
 from gaussdiff.cli import main
 from gaussdiff.train import TrainConfig
+from gaussdiff.train.config import DATA_DEFAULTS
 
 # Tiny models contend badly for 2 shared cores with torch's default thread count.
 
@@ -60,8 +61,9 @@ def run_cli(*args):
 
 @pytest.mark.parametrize("command, defaults", [
     ("train", [f"--batch-size BATCH_SIZE global minibatch size, split over processes and accumulation steps "
-               f"(default: {TrainConfig.batch_size})",
-               f"peak learning rate of AdamW (default: {TrainConfig.lr})", f"(default: {TrainConfig.data})",
+               f"(default: {DATA_DEFAULTS['batch_size'][0]} for vectors, {DATA_DEFAULTS['batch_size'][1]} for images)",
+               f"peak learning rate of AdamW (default: {DATA_DEFAULTS['lr'][0]} for vectors, "
+               f"{DATA_DEFAULTS['lr'][1]} for images)", f"(default: {TrainConfig.data})",
                f"(default: {TrainConfig.beta_schedule})", f"(default: {TrainConfig.num_train_timesteps})",
                f"(default: {TrainConfig.prediction_type})", f"(default: {TrainConfig.lr_schedule})", "--overwrite"]),
     ("sample", ["number of samples (default: 1000)", "(default: ddpm)", "(default: trailing)", "(default: ema)",

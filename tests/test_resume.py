@@ -217,7 +217,7 @@ def test_config_file_run_saves_the_resolved_config(tmp_path):
     ("c.toml", 'width = "wide"\n', "width must be of type int, got 'wide'"),
     ("c.toml", "width = 3.5\n", "width must be of type int, got 3.5"),
     ("c.toml", "width = true\n", "width must be of type int, got True"),
-    ("c.yaml", "lr: fast\n", "lr must be of type float, got 'fast'"),
+    ("c.yaml", "lr: fast\n", "lr must be of type float | None, got 'fast'"),
     ("c.yaml", "- 1\n- 2\n", "must hold a mapping of options"),
     ("c.toml", "width = \n", "is not valid TOML"),
     ("c.yaml", "a: [1\n", "is not valid YAML"),

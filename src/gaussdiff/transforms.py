@@ -3,8 +3,9 @@
 Every transform has ``forward`` (data -> model units), ``inverse``, the per-sample
 ``log_abs_det_jacobian(x)`` of ``forward`` (what a density in model units needs to become one in the
 data's units: log p_data(x) = log p_model(forward(x)) + log |det J(x)|), ``sample_shape``, the data's
-quantization ``levels`` (None for continuous data) and ``to_dict()``, whose ``kind`` names its class in
-``TRANSFORMS``; :func:`transform_from_dict` reads one back.
+quantization ``levels`` (None for continuous data; then also ``quantize``), ``model_range`` (the (lo, hi) box
+the data fill in model units, or None) and ``to_dict()``, whose ``kind`` names its class in ``TRANSFORMS``;
+:func:`transform_from_dict` reads one back.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Standardize:
 
     kind = "standardize"
     levels = None
+    model_range = None  # unbounded
 
     def __init__(self, mean, std):
         """Keep mean and std as float64 (D,); std must be finite and positive."""
@@ -126,6 +128,7 @@ class Pixels:
     y = 2 x / (levels - 1) - 1 (DDPM's scaling), so level 0 is -1 and the top level is +1."""
 
     kind = "pixels"
+    model_range = (-1.0, 1.0)  # where every image lies in model units (x0-clipping clamps to it)
 
     def __init__(self, sample_shape, levels: int = 256):
         shape = tuple(sample_shape) if isinstance(sample_shape, (list, tuple)) else ()

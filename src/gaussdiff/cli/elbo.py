@@ -92,7 +92,7 @@ def checked_inputs(args):
     model = load_model(args.run, weights=args.weights)
     if args.variance_type is not None:
         model = dataclasses.replace(model, variance_type=args.variance_type)
-    x, description = load_points(args.data, args.num_points, args.seed)
+    x, description = load_points(args.data, args.num_points, args.seed, model.sample_shape)
     check_data_shape(x, model, args.run)
     if args.levels is None:
         args.levels = model.transform.levels  # images: the discretized decoder at the data's own levels

@@ -55,7 +55,7 @@ def checked_inputs(args):
     check_solver(args.rtol, args.atol, args.method)
     model = load_model(args.run, weights=args.weights)
     check_options(args.hutchinson or 0, "rademacher", args.sigma_min, model.schedule)
-    x, description = load_points(args.data, args.num_samples, args.seed)
+    x, description = load_points(args.data, args.num_samples, args.seed, model.sample_shape)
     check_data_shape(x, model, args.run)
     if args.levels is None:
         args.levels = model.transform.levels  # images: dequantize the data's own levels

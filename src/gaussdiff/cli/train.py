@@ -13,7 +13,7 @@ from ..report import make_pictures, pictures_apply
 from ..saved import load_model
 from ..errors import InputError
 from ..train import TrainConfig, resolve, train
-from ..train.config import TYPES
+from ..train.config import DATA_DEFAULTS, TYPES
 from .common import HelpFormatter
 
 TRAIN_HELP = {
@@ -40,7 +40,7 @@ TRAIN_HELP = {
     "loss_type": "simple (L_simple), hybrid (L_simple + 0.001 L_vlb; needs learned_range) or vlb (the bound)",
     "variance_type": "reverse-step variance: fixed_small (beta-tilde), fixed_large (beta) or learned_range",
     "t_sampling": "uniform, or importance (t drawn by the loss's second moment, Improved DDPM)",
-    "network": "network kind (auto, mlp, unet) or a JSON object of its config, e.g. '{\"kind\": \"unet\", "
+    "network": "network kind (auto, mlp, unet, diffusers_unet2d) or a JSON object of its config, e.g. '{\"kind\": \"unet\", "
                "\"preset\": \"digits\", \"base_channels\": 64}' (auto: the MLP for vectors, the UNet for images)",
     "width": "MLP width",
     "depth": "number of residual MLP blocks",
@@ -51,6 +51,7 @@ TRAIN_HELP = {
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",
     "threads": "torch CPU threads (None: all cores)",
+    "preview_every": "steps between grids of samples in RUN/pictures (0: none)",
     "log_every": "steps between lines of metrics.jsonl",
     "checkpoint_every": "steps between checkpoints",
     "keep_checkpoints": "checkpoints kept",
@@ -69,7 +70,9 @@ def add_parser(sub) -> None:
                    help="continue the run folder RUN exactly from its last readable checkpoint")
     # Defaults are SUPPRESSed so that only the flags a user gives override the config file or the resumed run.
     for f in dataclasses.fields(TrainConfig):
-        name, text = f"--{f.name.replace('_', '-')}", f"{TRAIN_HELP[f.name]} (default: {f.default})"
+        default = f"{DATA_DEFAULTS[f.name][0]} for vectors, {DATA_DEFAULTS[f.name][1]} for images" \
+            if f.name in DATA_DEFAULTS else f.default
+        name, text = f"--{f.name.replace('_', '-')}", f"{TRAIN_HELP[f.name]} (default: {default})"
         if str(f.type) == "bool":
             p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
         elif str(f.type) == "dict":

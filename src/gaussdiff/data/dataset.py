@@ -105,12 +105,14 @@ def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 
                    f"{path}: {array.shape[0]} rows x {array.shape[1]} features, standardized")
 
 
-def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int) -> tuple[torch.Tensor, str]:
+def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,
+                sample_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, str]:
     """(float64 (N, *shape) in the data's own units, a description): the points a command evaluates.
 
     A built-in 2-D name gives n fresh points under seed; 'digits' n of its 297 held-out images. A .npy or .csv file
-    gives n of its rows drawn without replacement under seed (kept in file order), or all its rows when n is None or
-    >= its rows.
+    of rows, or images (a folder, or a .npy of images, read at the (C, H, W) of ``sample_shape`` when given), gives n
+    of its samples drawn without replacement under seed (kept in file order), or all of them when n is None or >= their
+    number.
     """
     if n is not None:
         check_count_and_seed(n, seed)
@@ -118,6 +120,9 @@ def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int) -> tu
         return BUILTIN[name_or_path](n, seed).double(), f"built-in {name_or_path!r}: {n} points, seed {seed}"
     if name_or_path in IMAGE_BUILTIN:
         rows, what = torch.from_numpy(digits.digits_split("test")[0]).double(), "digits (held-out split)"
+    elif is_image_source(name_or_path):
+        size, channels = (sample_shape[-1], sample_shape[0]) if sample_shape and len(sample_shape) == 3 else (None, None)
+        rows, what = torch.from_numpy(read_images(name_or_path, size, channels).images).double(), str(name_or_path)
     else:
         rows, what = torch.from_numpy(load_array(name_or_path)), str(name_or_path)
     total = len(rows)

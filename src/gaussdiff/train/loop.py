@@ -23,7 +23,7 @@ from ..atomic import write_text_atomically
 from ..data import load_dataset
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, training_loss
-from ..nets import build_network, unet_config
+from ..nets import build_network, diffusers_unet2d_config, unet_config
 from ..saved import SavedModel
 from ..schedule import make_schedule
 from . import distributed
@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .folder import (RunLock, check_run_folder, last_checkpoint, load_latest_checkpoint, prepare_run, save_checkpoint,
                      truncate_metrics)
 from .logs import MetricsLog, tensorboard_writer
+from .preview import write_preview
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -143,7 +144,8 @@ def network_config(cfg: TrainConfig, sample_shape: tuple[int, ...], T: int) -> d
     if kind == "mlp":
         return dict(kind="mlp", sample_shape=list(sample_shape), num_train_timesteps=T, width=cfg.width,
                     depth=cfg.depth, emb_dim=cfg.emb_dim, learn_variance=learn_variance)
-    return unet_config(list(sample_shape), T, learn_variance=learn_variance, **section)
+    make = diffusers_unet2d_config if kind == "diffusers_unet2d" else unet_config
+    return make(list(sample_shape), T, learn_variance=learn_variance, **section)
 
 
 def claim_run_folder(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool,
@@ -188,6 +190,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             truncate_metrics(run / "metrics.jsonl", step)  # lines a killed run logged after its checkpoint
             resolved = dataclasses.asdict(cfg) | {"data_description": data.description}
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
+
+        def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
+            return SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
+                              cfg.variance_type)
 
         def checkpoint() -> Path | None:
             state = learner.state_dict(step, time.perf_counter() - start)
@@ -237,6 +243,8 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.0f}")
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
+            if cfg.preview_every and step % cfg.preview_every == 0 and procs.main:
+                write_preview(exported(), run, step)
             bar.update((step if cfg.steps else min(int(now - start), bar.total)) - bar.n)
             if signum := distributed.any_rank(procs, signals.received):
                 path = checkpoint() if step % cfg.checkpoint_every else last_checkpoint(run)
@@ -246,6 +254,5 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             now = time.perf_counter()
             log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
         if procs.main:
-            SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
-                       cfg.variance_type).save(run / "model", online=model)
+            exported().save(run / "model", online=model)
     return run
