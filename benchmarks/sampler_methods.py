@@ -47,7 +47,7 @@ class Ours:
         return timestep_grid(schedule, steps, self.spacing)
 
     def run(self, denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int, generator=None):
-        return SAMPLERS[self.sampler](denoiser, x_T, schedule, self.grid(schedule, steps), generator=generator)
+        return SAMPLERS[self.sampler].fn(denoiser, x_T, schedule, self.grid(schedule, steps), generator=generator)
 
     def distinct_steps(self, schedule: NoiseSchedule, steps: int) -> int:
         """How many distinct noise levels the sampler evaluates (steps, unless they collide)."""
@@ -165,7 +165,7 @@ class Reference:
 
     def run(self, denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, steps=None, generator=None):
         grid = torch.tensor([schedule.T, 1.0, 0.0], dtype=torch.float64)
-        return SAMPLERS["pf_ode"](denoiser, x_T, schedule, grid, rtol=self.tol, atol=self.tol)
+        return SAMPLERS["pf_ode"].fn(denoiser, x_T, schedule, grid, rtol=self.tol, atol=self.tol)
 
 
 REFERENCES = [Reference(1e-3), Reference(1e-5)]

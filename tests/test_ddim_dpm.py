@@ -52,7 +52,7 @@ def affine_law(fn, den, schedule, K):
 
 
 def test_registered():
-    assert SAMPLERS["ddim"] is ddim and SAMPLERS["dpmpp_2m"] is dpmpp_2m
+    assert SAMPLERS["ddim"].fn is ddim and SAMPLERS["dpmpp_2m"].fn is dpmpp_2m
 
 
 # --- the law of the output for Gaussian data ---------------------------------------------------------

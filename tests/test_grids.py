@@ -153,7 +153,7 @@ def test_every_sampler_is_finite_at_1_2_3_999_and_1000_steps(gauss, schedule, na
     """The exact oracle on 4 points through every sampler: finite output and the expected number of calls
     (K; Heun 2K - 1, its last step to 0 being Euler), at K = 1, 2, 3 on every spacing and at K = 999 and
     1000 on the sampler's natural one (the cosine schedule has abar_T ~ 2e-9, sigma(T) ~ 2e4)."""
-    fn = get_sampler(name)
+    fn = get_sampler(name).fn
     x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     cases = [(K, spacing) for K in (1, 2, 3) for spacing in SPACINGS] + [(K, NATURAL_SPACING[name]) for K in (999, T)]
     for K, spacing in cases:
@@ -205,7 +205,7 @@ def test_bad_grid_options_are_rejected(linear):
 def test_every_sampler_rejects_a_grid_that_is_not_strictly_decreasing(linear, name):
     for grid in ([10, 10, 0], [5, 7, 0], [10.5, 10.25, 10.25, 0]):
         with pytest.raises(InputError, match="strictly decreasing"):
-            get_sampler(name)(lambda x, t: x, torch.zeros(2, 1), linear, grid)
+            get_sampler(name).fn(lambda x, t: x, torch.zeros(2, 1), linear, grid)
 
 
 def test_ddim_rejects_negative_eta(linear):

@@ -212,11 +212,11 @@ def test_saved_model_names_its_ddpm_variance_and_what_the_sampler_calls(schedule
 
 
 def drawn(model, variance, steps=10, n=200, seed=4):
-    """``generate``'s ddpm draw (x_T, then the noise, from one seeded generator) with the given variance."""
+    """``generate``'s ddpm draw (x_T, then the noise, rows of the sample set seeded by ``seed``) with the given
+    variance."""
     with torch.no_grad():
         return generate(model.reverse_model() if variance == "learned" else model.denoiser(), (n, 2), model.schedule,
-                        sampler="ddpm", steps=steps, spacing="trailing", generator=torch.Generator().manual_seed(seed),
-                        variance=variance)
+                        sampler="ddpm", steps=steps, spacing="trailing", seed=seed, variance=variance)
 
 
 def test_sweep_samples_a_learned_range_model_with_its_learned_variance(schedule):

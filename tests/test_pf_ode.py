@@ -40,7 +40,7 @@ def exact_gaussian_output(x_T, schedule, grid):
 
 
 def test_registered():
-    assert SAMPLERS["pf_ode"] is pf_ode
+    assert SAMPLERS["pf_ode"].fn is pf_ode
 
 
 @pytest.mark.parametrize("K", [10, 1000])

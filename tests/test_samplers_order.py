@@ -103,5 +103,5 @@ def test_generate_passes_grid_options_to_the_grid(gauss, name):
     out = generate(den, (64, 1), s, sampler=name, steps=12, spacing="karras", grid_options={"rho": 5.0},
                    dtype=torch.float64, generator=torch.Generator().manual_seed(21))
     x_T = torch.randn((64, 1), generator=torch.Generator().manual_seed(21), dtype=torch.float64)
-    assert torch.equal(out, SAMPLERS[name](den, x_T, s, timestep_grid(s, 12, "karras", rho=5.0)))
-    assert not torch.equal(out, SAMPLERS[name](den, x_T, s, timestep_grid(s, 12, "karras")))
+    assert torch.equal(out, SAMPLERS[name].fn(den, x_T, s, timestep_grid(s, 12, "karras", rho=5.0)))
+    assert not torch.equal(out, SAMPLERS[name].fn(den, x_T, s, timestep_grid(s, 12, "karras")))

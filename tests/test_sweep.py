@@ -18,7 +18,7 @@ from gaussdiff.data import BUILTIN, Standardize, eight_gaussians_params
 from gaussdiff.errors import InputError
 from gaussdiff.metrics import sliced_w2
 from gaussdiff.mixture import GaussianMixture
-from gaussdiff.samplers import SAMPLERS, ddim, timestep_grid
+from gaussdiff.samplers import SAMPLERS, Option, RowNoise, SamplerSpec, ddim, ddpm, timestep_grid
 from gaussdiff.saved import load_model
 from gaussdiff.schedule import make_schedule
 from gaussdiff.sweep import FLOOR_DRAWS, format_table, held_out, steps_for_nfe, sweep
@@ -69,12 +69,11 @@ def test_steps_for_nfe_is_the_largest_that_fits(cost):
 
 def oracle_model(transform):
     """The exact denoiser of the 8 Gaussians (in model units) with the given map to the data's units: a sweep
-    of samplers other than ddpm needs only sampling_denoiser(), schedule and transform, so no training stands between
+    of samplers other than ddpm needs only denoiser(), schedule and transform, so no training stands between
     it and the truth."""
     schedule = make_schedule("squaredcos_cap_v2", 100)
     mix = GaussianMixture(*eight_gaussians_params())
-    denoiser = lambda variance=None: mix.denoiser(schedule)  # noqa: E731
-    return SimpleNamespace(denoiser=denoiser, sampling_denoiser=denoiser, schedule=schedule, transform=transform), mix
+    return SimpleNamespace(denoiser=lambda: mix.denoiser(schedule), schedule=schedule, transform=transform), mix
 
 
 @pytest.mark.parametrize("units", ["builtin", "file"])
@@ -94,7 +93,7 @@ def test_oracle_reaches_the_floor_in_the_data_units(tmp_path, units):
         data = tmp_path / "points.npy"
         np.save(data, (10 * mix.sample(4 * n, generator=torch.Generator().manual_seed(5)) + 100).numpy())
         data = str(data)
-    reference, fresh = held_out(data, n, seed=0, dim=2)
+    reference, fresh = held_out(data, n, seed=0, sample_shape=(2,))
     result = sweep(model, reference, fresh, ["dpmpp_2m"], [1, 50], seed=0)
     assert len(fresh) == FLOOR_DRAWS
     floors = [sliced_w2(x, reference) for x in fresh]
@@ -110,31 +109,70 @@ def test_oracle_reaches_the_floor_in_the_data_units(tmp_path, units):
 
 
 def test_adaptive_sampler_runs_once_at_its_own_nfe():
-    """pf_ode (an rtol option) ignores the NFE targets: one run on the full grid, reported with the calls
-    it made, counted here independently on the same x_T; on the oracle it is at the floor (mean + 3 sd)."""
+    """pf_ode (adaptive in the registry) ignores the NFE targets: one run on the full grid, reported with the calls
+    it made, counted here independently on the same x_T (rows 0..299 of seed 2); on the oracle it is at the floor
+    (mean + 3 sd)."""
     model, _ = oracle_model(Standardize.identity(2))
-    reference, fresh = held_out("8gaussians", 300, seed=2, dim=2)
+    reference, fresh = held_out("8gaussians", 300, seed=2, sample_shape=(2,))
     result = sweep(model, reference, fresh, ["pf_ode"], [5, 10], seed=2)
     [row] = result.rows
     calls = []
     denoiser = model.denoiser()
-    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(2))
+    x_T = RowNoise(2, 0, 300, (2,)).draw()
     with torch.no_grad():
-        SAMPLERS["pf_ode"](lambda x, t: calls.append(1) or denoiser(x, t), x_T, model.schedule,
+        SAMPLERS["pf_ode"].fn(lambda x, t: calls.append(1) or denoiser(x, t), x_T, model.schedule,
                            timestep_grid(model.schedule, model.schedule.T, "trailing"))
     assert row.target_nfe is None and row.steps == model.schedule.T and row.nfe == len(calls) > 10
     assert row.sw2 <= result.floor_mean + 3 * result.floor_sd
     assert "pf_ode (adaptive, sets its own NFE): SW2" in format_table(result)
 
 
+def test_the_registry_not_an_option_name_says_which_sampler_is_adaptive(monkeypatch):
+    """A sampler with an rtol option that the registry does not call adaptive is run at each NFE target (its steps
+    found by probing); one the registry calls adaptive, with no option at all, runs once on the full grid."""
+    model, _ = oracle_model(Standardize.identity(2))
+
+    def ddim_with_rtol(denoiser, x_T, schedule, grid, *, generator=None, rtol=1e-5, callback=None):
+        return ddim(denoiser, x_T, schedule, grid, callback=callback)
+
+    monkeypatch.setitem(SAMPLERS, "ddim_rtol", SamplerSpec("ddim_rtol", ddim_with_rtol, (Option("rtol", float, "-"),)))
+    monkeypatch.setitem(SAMPLERS, "ddim_adaptive", SamplerSpec("ddim_adaptive", ddim, adaptive=True))
+    reference, fresh = held_out("8gaussians", 50, seed=0, sample_shape=(2,))
+    result = sweep(model, reference, fresh, ["ddim_rtol", "ddim_adaptive"], [3, 7])
+    T = model.schedule.T
+    assert [(r.sampler, r.target_nfe, r.steps, r.nfe) for r in result.rows] == [
+        ("ddim_rtol", 3, 3, 3), ("ddim_rtol", 7, 7, 7), ("ddim_adaptive", None, T, T)]
+
+
+def test_ddpm_cell_uses_the_models_own_variance():
+    """A model whose own reverse variance is beta: the sweep's ddpm cell is the SW2 of ddpm with variance 'beta'
+    on rows 0..n-1 of the seed's sample set (recomputed here from the noise source), not beta_tilde's."""
+    model, _ = oracle_model(Standardize.identity(2))
+    model.ddpm_variance = "beta"
+    model.reverse_model = None  # never asked for: 'beta' needs no reverse model
+    n, seed = 200, 3
+    reference, fresh = held_out("8gaussians", n, seed=seed, sample_shape=(2,))
+    [row] = sweep(model, reference, fresh, ["ddpm"], [10], seed=seed).rows
+
+    def sw2(variance):
+        noise = RowNoise(seed, 0, n, (2,))
+        with torch.no_grad():
+            x = ddpm(model.denoiser(), noise.draw(), model.schedule, timestep_grid(model.schedule, 10), generator=noise,
+                     variance=variance)
+        return sliced_w2(x.double(), reference)
+
+    assert row.sw2 == sw2("beta")  # the same computation, bit for bit
+    assert abs(row.sw2 - sw2("beta_tilde")) > 1e-3  # the two variances can be told apart
+
+
 def test_held_out_sets_are_fresh_and_disjoint(tmp_path):
     """Built-in: not the training draw (seed 0). File: the reference shares no row with any fresh set."""
-    reference, fresh = held_out("moons", N, seed=0, dim=2)
+    reference, fresh = held_out("moons", N, seed=0, sample_shape=(2,))
     assert not torch.equal(reference, BUILTIN["moons"](N, 0).double())
     assert all(not torch.equal(reference, x) for x in fresh)
     rows = np.arange(2 * N * 2, dtype=float).reshape(2 * N, 2)  # every row distinct
     np.save(tmp_path / "d.npy", rows)
-    reference, fresh = held_out(str(tmp_path / "d.npy"), N, seed=1, dim=2)
+    reference, fresh = held_out(str(tmp_path / "d.npy"), N, seed=1, sample_shape=(2,))
     ref_rows = {tuple(r) for r in reference.tolist()}
     assert len(ref_rows) == N
     for x in fresh:
@@ -159,12 +197,12 @@ def test_sweep_command_prints_and_writes(run, capsys):
     # Heun makes 2K - 1 calls for K steps: the most steps within 1, 4, 9 calls are 1, 2, 5.
     assert {k: v[:2] for k, v in got.items()} == {("ddim", 1): (1, 1), ("ddim", 4): (4, 4), ("ddim", 9): (9, 9),
                                                   ("heun", 1): (1, 1), ("heun", 4): (2, 3), ("heun", 9): (5, 9)}
-    # One cell recomputed by hand: DDIM, 4 steps, x_T from the seed, samples back in the data's units.
+    # One cell recomputed by hand: DDIM, 4 steps, x_T rows 0..N-1 of the seed's sample set, in the data's units.
     model = load_model(run)
-    x_T = torch.randn(N, 2, generator=torch.Generator().manual_seed(0))
+    x_T = RowNoise(0, 0, N, (2,)).draw()
     with torch.no_grad():
         x = ddim(model.denoiser(), x_T, model.schedule, timestep_grid(model.schedule, 4, "trailing"))
-    reference, _ = held_out("moons", N, seed=0, dim=2)
+    reference, _ = held_out("moons", N, seed=0, sample_shape=(2,))
     assert got[("ddim", 4)][2] == pytest.approx(sliced_w2(model.transform.inverse(x.double()), reference), rel=1e-12)
     summary = json.loads((folder / "sweep.json").read_text())
     assert [r["sw2"] for r in summary["rows"]] == [v[2] for v in got.values()]
@@ -194,7 +232,7 @@ def data_files(tmp_path):
     (["--spacing", "sideways"], ["unknown timestep spacing 'sideways'"]),
     (["--weights", "best"], ["unknown weights 'best'"]),
     (["--data", "moonz"], ["unknown dataset 'moonz'", "moons"]),
-    (["--data", "{files}/three.npy"], ["held-out data has 3 features, the model 2"]),
+    (["--data", "{files}/three.npy"], ["held-out data has samples of shape (3,), the model (2,)"]),
     (["--data", "{files}/few.npy"], ["has 30 rows; a sweep of n = 20 needs at least 40"]),
     (["--data", "{files}/nan.csv"], ["contain NaN or Inf"]),
     (["--data", "{files}/points.txt"], ["unknown file type '.txt'"]),

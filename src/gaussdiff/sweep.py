@@ -3,9 +3,10 @@ sampler that is good enough? (layer 7; ``gaussdiff sweep`` prints and writes wha
 
 For each sampler and target NFE, the steps K are the most whose run makes at most that many denoiser
 calls (found by probe runs on one sample: Heun makes 2K - 1 calls); the real run counts its calls, and
-that actual NFE is what is reported. A sampler with an error tolerance (an ``rtol`` option: an adaptive
-ODE solver) sets its own NFE: it runs once, on the full grid, at the NFE it needs. Every run
-starts from the same x_T (one seed), and its N samples, mapped to the data's own units by
+that actual NFE is what is reported. An adaptive sampler (the registry's trait: an error tolerance sets its
+NFE) runs once, on the full grid, at the NFE it needs. Every run draws rows 0..N-1 of the sample set of one seed
+(the same x_T for every run), each sampler with its options as ``gaussdiff sample`` resolves them (ddpm: the model's
+own reverse variance), and its N samples, mapped to the data's own units by
 ``transform.inverse``, are compared with a held-out reference set of N true points by
 ``metrics.sliced_w2``. The floor is the same distance from fresh true sets of N points to that
 reference (mean and sd over FLOOR_DRAWS draws): no sampler can be told apart from the data below it.
@@ -14,7 +15,6 @@ reference (mean and sd over FLOOR_DRAWS draws): no sampler can be told apart fro
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import math
@@ -33,6 +33,7 @@ from .errors import InputError, check_int
 from .metrics import sliced_w2
 from .param import CountingDenoiser
 from .samplers import SAMPLERS, generate, get_sampler, timestep_grid
+from .sampling import sampler_inputs
 from .saved import SavedModel
 
 DEFAULT_NFE = (5, 10, 20, 50, 100)
@@ -81,7 +82,7 @@ def check_request(schedule, samplers, nfes, spacing: str = "trailing") -> tuple[
     return samplers, sorted({check_int("every NFE", k, 1, T) for k in nfes})
 
 
-def held_out(data: str, n: int, seed: int, dim: int):
+def held_out(data: str, n: int, seed: int, sample_shape: tuple[int, ...]):
     """(reference, [FLOOR_DRAWS fresh sets]) of n true points each, float64 in the data's own units.
 
     A built-in name: independent draws (``data.load_points``). A .npy / .csv file: the reference is n random
@@ -101,8 +102,9 @@ def held_out(data: str, n: int, seed: int, dim: int):
         perm = torch.randperm(len(rows), generator=g)
         rest = rows[perm[n:]]
         sets = [rows[perm[:n]]] + [rest[torch.randperm(len(rest), generator=g)[:n]] for _ in range(FLOOR_DRAWS)]
-    if sets[0].shape[1] != dim:
-        raise InputError(f"the held-out data has {sets[0].shape[1]} features, the model {dim}")
+    if tuple(sets[0].shape[1:]) != tuple(sample_shape):
+        raise InputError(f"the held-out data has samples of shape {tuple(sets[0].shape[1:])}, "
+                         f"the model {tuple(sample_shape)}")
     return sets[0], sets[1:]
 
 
@@ -124,16 +126,16 @@ def sweep(model: SavedModel, reference, fresh, samplers=None, nfes=DEFAULT_NFE, 
           progress: bool = False) -> SweepResult:
     """SW2 to ``reference`` of len(reference) samples per sampler and NFE, and the floor from ``fresh``."""
     samplers, nfes = check_request(model.schedule, samplers, nfes, spacing)
-    n, dim = reference.shape
+    n = len(reference)
     floor = [sliced_w2(x, reference) for x in fresh]
     result = SweepResult([], float(np.mean(floor)), float(np.std(floor, ddof=1)), n, seed, torch.get_num_threads())
     bar = tqdm(total=len(samplers) * len(nfes), desc="sweep", unit="run", disable=not progress)
     for name in samplers:
-        if adaptive(name):  # its tolerance, not the steps, sets its NFE
+        if SAMPLERS[name].adaptive:  # its tolerance, not the steps, sets its NFE
             bar.update(len(nfes))
             result.rows.append(replace(_run(model, name, model.schedule.T, reference, seed, spacing), target_nfe=None))
             continue
-        probe = _prober(model, name, dim, spacing)
+        probe = _prober(model, name, spacing)
         runs = {}  # steps -> row: a budget that allows no more steps than a smaller one repeats its run
         for target in nfes:
             bar.update()
@@ -148,27 +150,22 @@ def sweep(model: SavedModel, reference, fresh, samplers=None, nfes=DEFAULT_NFE, 
     return result
 
 
-def adaptive(name: str) -> bool:
-    """Whether a registered sampler chooses its own steps to meet an error tolerance."""
-    return "rtol" in inspect.signature(SAMPLERS[name]).parameters
-
-
-def _counted_run(model: SavedModel, name: str, shape, steps: int, spacing: str, seed: int):
-    """(samples, denoiser calls) of one run of sampler ``name``; ddpm draws with the model's own reverse variance."""
-    options = {"variance": model.ddpm_variance} if name == "ddpm" else {}
-    counter = CountingDenoiser(model.sampling_denoiser(options.get("variance")))
-    x = generate(counter, shape, model.schedule, sampler=name, steps=steps, spacing=spacing,
-                 generator=torch.Generator().manual_seed(seed), **options)
+def _counted_run(model: SavedModel, name: str, n: int, steps: int, spacing: str, seed: int):
+    """(samples, denoiser calls) of one run of sampler ``name``: rows 0..n-1 of the sample set ``seed``."""
+    denoiser, options = sampler_inputs(model, name)
+    counter = CountingDenoiser(denoiser)
+    x = generate(counter, (n, *model.transform.sample_shape), model.schedule, sampler=name, steps=steps,
+                 spacing=spacing, seed=seed, **options)
     return x, counter.calls
 
 
-def _prober(model: SavedModel, name: str, dim: int, spacing: str):
+def _prober(model: SavedModel, name: str, spacing: str):
     """probe(K) -> the calls of a K-step run on one sample (memoized)."""
     cache = {}
 
     def probe(steps: int) -> int:
         if steps not in cache:
-            cache[steps] = _counted_run(model, name, (1, dim), steps, spacing, 0)[1]
+            cache[steps] = _counted_run(model, name, 1, steps, spacing, 0)[1]
         return cache[steps]
 
     return probe
@@ -176,7 +173,7 @@ def _prober(model: SavedModel, name: str, dim: int, spacing: str):
 
 def _run(model: SavedModel, name: str, steps: int, reference, seed: int, spacing: str) -> SweepRow:
     wall, cpu = time.perf_counter(), time.process_time()
-    x, calls = _counted_run(model, name, tuple(reference.shape), steps, spacing, seed)  # one x_T for every run
+    x, calls = _counted_run(model, name, len(reference), steps, spacing, seed)  # one x_T for every run
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     samples = model.transform.inverse(x.double())
     sw2 = sliced_w2(samples, reference) if torch.isfinite(samples).all() else math.nan

@@ -10,10 +10,10 @@ import sys
 import warnings
 
 from ..errors import GaussdiffError, Interrupted
-from . import elbo, nll, plot, sample, sweep, train
-from .sample import SAMPLER_OPTIONS
+from . import elbo, export, nll, plot, sample, score, sweep, train
 
-MODULES = {"train": train, "sample": sample, "plot": plot, "sweep": sweep, "nll": nll, "elbo": elbo}
+MODULES = {"train": train, "sample": sample, "plot": plot, "sweep": sweep, "nll": nll, "elbo": elbo, "score": score,
+           "export": export}
 COMMANDS = {name: module.run for name, module in MODULES.items()}
 
 
@@ -50,4 +50,4 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["COMMANDS", "SAMPLER_OPTIONS", "main", "parser"]
+__all__ = ["COMMANDS", "main", "parser"]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
 from tqdm import tqdm
 
 from ..data import check_output_path, save_array
-from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SPACINGS, generate, get_sampler
+from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SAMPLERS, SPACINGS, generate, options_by_name
+from ..sampling import sampler_inputs
 from ..saved import load_model
 from .common import HelpFormatter, positive
-
-SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": (), "dpmpp_3m": (), "euler": (),
-                   "heun": (), "pf_ode": ("rtol", "atol")}  # which flags each sampler takes
 
 
 def add_parser(sub) -> None:
@@ -21,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="run folder or model folder")
     p.add_argument("-n", "--num-samples", type=int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="output file, .npy or .csv, in the data's own units")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLER_OPTIONS)}")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLERS)}")
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: min({DEFAULT_STEPS}, T))")
     p.add_argument("--spacing", default=DEFAULT_SPACING, help=f"timestep spacing: {', '.join(SPACINGS)}")
     p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
@@ -29,15 +28,24 @@ def add_parser(sub) -> None:
                    help="karras and log_snr spacings: the first noise level (default: min(sigma at T, 80))")
     p.add_argument("--sigma-min", type=float, default=None,
                    help="karras and log_snr spacings: the last noise level before 0 (default: sigma at t = 1)")
-    p.add_argument("--variance", default=None,
-                   help="ddpm's reverse variance: beta_tilde, beta or learned (default: the model's variance_type)")
-    p.add_argument("--eta", type=float, default=0.0, help="ddim's noise scale (0: deterministic, 1: ddpm)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="pf_ode's relative tolerance (adaptive dopri5)")
-    p.add_argument("--atol", type=float, default=1e-5, help="pf_ode's absolute tolerance (adaptive dopri5)")
+    _add_sampler_options(p)
     p.add_argument("--weights", default="ema", help="ema or online")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--batch-size", type=int, default=10_000, help="samples drawn at once")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: sample i's noise depends on (seed, i) alone")
+    p.add_argument("--batch-size", type=int, default=10_000,
+                   help="samples drawn at once; the samples do not depend on it, except an adaptive sampler's ("
+                        f"{', '.join(name for name, spec in SAMPLERS.items() if spec.adaptive)}): its step sizes "
+                        "follow the whole batch, so they agree to its tolerance")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+
+def _add_sampler_options(p) -> None:
+    """One flag per option of the registered samplers; a flag not given is absent from args (the sampler's default,
+    or the model's own where the option declares one)."""
+    for name, (option, samplers) in options_by_name(SAMPLERS.values()).items():
+        spec = SAMPLERS[samplers[0]]
+        default = option.model_default_help if option.model_default else spec.default(name)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=option.type, default=argparse.SUPPRESS,
+                       help=f"{', '.join(samplers)}: {option.help} (default: {default})")
 
 
 @torch.no_grad()
@@ -50,20 +58,16 @@ def run(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.run, weights=args.weights)
-    get_sampler(args.sampler)  # an unknown name: one line listing the known ones
-    options = {name: getattr(args, name) for name in SAMPLER_OPTIONS[args.sampler]}
-    if "variance" in options and options["variance"] is None:
-        options["variance"] = model.ddpm_variance
-    denoiser = model.sampling_denoiser(options.get("variance"))
-    generator = torch.Generator().manual_seed(args.seed)
+    given = {name: getattr(args, name) for name in options_by_name(SAMPLERS.values()) if hasattr(args, name)}
+    denoiser, options = sampler_inputs(model, args.sampler, given)  # an unknown sampler or option: one line
     starts = range(0, args.num_samples, args.batch_size)
     bar = tqdm(total=len(starts) * (args.steps or min(DEFAULT_STEPS, model.schedule.T)), desc="sample", unit="step",
                disable=not sys.stderr.isatty())
     chunks = []
-    for start in starts:
+    for start in starts:  # rows start.. of the set seeded by --seed: the same samples whatever the batch size
         size = min(args.batch_size, args.num_samples - start)
-        chunks.append(generate(denoiser, (size, model.transform.dim), model.schedule, sampler=args.sampler,
-                               steps=args.steps, spacing=args.spacing, generator=generator,
+        chunks.append(generate(denoiser, (size, *model.transform.sample_shape), model.schedule, sampler=args.sampler,
+                               steps=args.steps, spacing=args.spacing, seed=args.seed, start=start,
                                grid_options={"rho": args.rho, "sigma_min": args.sigma_min,
                                              "sigma_max": args.sigma_max},
                                callback=lambda t, x: bar.update(), **options))

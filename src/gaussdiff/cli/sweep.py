@@ -51,7 +51,7 @@ def run(args) -> None:
     model = load_model(args.run, weights=args.weights)
     samplers, nfes = check_request(model.schedule, [s.strip() for s in args.samplers.split(",")],
                                    _ints("--nfe", args.nfe), args.spacing)
-    reference, fresh = held_out(args.data, args.num_samples, args.seed, model.transform.dim)
+    reference, fresh = held_out(args.data, args.num_samples, args.seed, model.transform.sample_shape)
     out = output_folder(args.out or Path(args.run) / "sweep", "the sweep folder")
     result = sweep(model, reference, fresh, samplers, nfes, seed=args.seed, spacing=args.spacing,
                    progress=sys.stderr.isatty())

@@ -28,6 +28,8 @@ from ..errors import InputError
 from ..param import Denoiser, ReverseModel
 from ..schedule import NoiseSchedule
 from .grids import INTEGER_SPACINGS, check_grid
+from .noise import normal_noise
+from .spec import Option, SamplerSpec
 
 VARIANCES = ("beta_tilde", "beta", "learned")
 
@@ -53,7 +55,8 @@ def _reverse_output(out, variance: str):
 
 def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
          variance: str = "beta_tilde", callback=None) -> torch.Tensor:
-    """Ancestral sampling over ``grid``; ``callback(t, x)`` sees every intermediate state."""
+    """Ancestral sampling over ``grid``; ``callback(t, x)`` sees every intermediate state. ``generator``: a
+    torch.Generator or a ``noise.RowNoise`` (one draw per step but the last)."""
     if variance not in VARIANCES:
         raise InputError(f"unknown reverse variance {variance!r}; known: {', '.join(VARIANCES)}")
     grid = check_grid(grid, schedule.T)
@@ -68,7 +71,7 @@ def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSc
         x0_hat, log_var = _reverse_output(denoiser(x, t), variance)
         x = torch.add(x0_hat * c0s[i], x, alpha=cts[i])  # the posterior mean c_0 x0_hat + c_t x_t
         if s > 0:
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            noise = normal_noise(x.shape, generator, x.dtype, x.device)
             if variance == "learned":
                 step = (torch.tensor(v, dtype=torch.float64) for v in (betas[i], tildes[i]))
                 x = x + _learned_variance(log_var, schedule, t, *step).sqrt() * noise
@@ -77,3 +80,9 @@ def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSc
         if callback is not None:
             callback(s, x)
     return x
+
+
+SPECS = (SamplerSpec("ddpm", ddpm, (Option("variance", str, f"reverse variance, one of {', '.join(VARIANCES)}",
+                                           model_default="ddpm_variance",
+                                           model_default_help="the model's variance_type"),),
+                     reverse_model_when={"variance": "learned"}),)

@@ -20,6 +20,8 @@ from ..errors import InputError, check_int
 from ..param import Denoiser, eps_from_x0
 from ..schedule import NoiseSchedule
 from .grids import check_grid, grid_levels
+from .noise import normal_noise
+from .spec import Option, SamplerSpec
 
 
 def _ddim_coefficients(ab_from: torch.Tensor, ab_to: torch.Tensor):
@@ -32,7 +34,8 @@ def _ddim_coefficients(ab_from: torch.Tensor, ab_to: torch.Tensor):
 
 def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
          eta: float = 0.0, callback=None) -> torch.Tensor:
-    """DDIM sampling over ``grid`` (eta = 0: deterministic); ``callback(s, x)`` after every step."""
+    """DDIM sampling over ``grid`` (eta = 0: deterministic); ``callback(s, x)`` after every step. ``generator``
+    (eta > 0): a torch.Generator or a ``noise.RowNoise`` (one draw per step but the last)."""
     if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or eta < 0:
         raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
     grid = check_grid(grid, schedule.T)
@@ -48,8 +51,7 @@ def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
             k = dir_coef / lv.sigma[i]
             x = torch.add(x * k, x0_hat, alpha=lv.alpha[i + 1] - k * lv.alpha[i])
             if eta > 0:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = x + math.sqrt(var) * noise
+                x = x + math.sqrt(var) * normal_noise(x.shape, generator, x.dtype, x.device)
         else:
             x = x0_hat  # abar_0 = 1: x_0 = x0_hat, no noise
         if callback is not None:
@@ -82,3 +84,7 @@ def ddim_invert(denoiser: Denoiser, x_0: torch.Tensor, schedule: NoiseSchedule, 
         if callback is not None:
             callback(t, x)
     return x
+
+
+SPECS = (SamplerSpec("ddim", ddim, (Option("eta", float, "noise scale (0: deterministic, 1: ddpm's posterior "
+                                                         "variance)"),)),)

@@ -30,6 +30,7 @@ import torch
 from ..param import Denoiser
 from ..schedule import NoiseSchedule
 from .grids import check_grid, grid_levels
+from .spec import SamplerSpec
 
 
 def _x0_weights(lams: list[float], lam_s: float) -> list[float]:
@@ -84,3 +85,6 @@ def dpmpp_3m(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, gri
              callback=None) -> torch.Tensor:
     """DPM-Solver++(3M) over ``grid`` (deterministic; ``generator`` is unused). One call per step."""
     return _multistep(3, denoiser, x_T, schedule, grid, callback)
+
+
+SPECS = (SamplerSpec("dpmpp_2m", dpmpp_2m), SamplerSpec("dpmpp_3m", dpmpp_3m))

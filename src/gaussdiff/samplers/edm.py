@@ -18,6 +18,7 @@ import torch
 from ..param import Denoiser
 from ..schedule import NoiseSchedule
 from .grids import check_grid, grid_levels
+from .spec import SamplerSpec
 
 
 def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, method: str,
@@ -57,3 +58,6 @@ def heun(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
          callback=None) -> torch.Tensor:
     """Heun's second-order method over ``grid`` in EDM form (deterministic); 2K - 1 calls for K steps."""
     return _edm_ode(denoiser, x_T, schedule, grid, method="heun", callback=callback)
+
+
+SPECS = (SamplerSpec("euler", euler), SamplerSpec("heun", heun))

@@ -22,6 +22,7 @@ from ..errors import InputError, check_positive
 from ..param import CountingDenoiser, Denoiser
 from ..schedule import NoiseSchedule
 from .grids import check_grid
+from .spec import Option, SamplerSpec
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's step-size-controlled
 
@@ -79,3 +80,8 @@ def pf_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
     if stats is not None:
         stats["nfe"] = counted.calls
     return x_0
+
+
+SPECS = (SamplerSpec("pf_ode", pf_ode, (Option("rtol", float, "relative tolerance of the adaptive solver (dopri5)"),
+                                        Option("atol", float, "absolute tolerance of the adaptive solver (dopri5)")),
+                     adaptive=True),)
