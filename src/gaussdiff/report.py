@@ -42,7 +42,8 @@ def backward_states(model: SavedModel, n: int, times: list[int], generator) -> l
 
 def held_out_data(model: SavedModel, n: int, seed: int) -> torch.Tensor:
     """Up to n points of the model's data set (``data.load_points``: a built-in one drawn afresh), in model units."""
-    return model.transform.forward(load_points(model.data_name, n, seed, model.sample_shape)[0]).float()  # float64 until here
+    points = load_points(model.data_name, n, seed, model.sample_shape)[0]
+    return model.transform.forward(points).float()  # float64 until here
 
 
 def read_metrics(run: Path) -> list[dict]:

@@ -52,7 +52,8 @@ class SavedModel:
         return tuple(self.transform.sample_shape)
 
     def to_data_units(self, x):
-        """Model samples in the data's own units: the transform's inverse, rounded to the data's levels if it has them."""
+        """Model samples in the data's own units: the transform's inverse, rounded to the data's levels if it has
+        them."""
         x = self.transform.inverse(x.double())
         return self.transform.quantize(x) if self.transform.levels else x
 

@@ -14,7 +14,6 @@ from tqdm import tqdm
 from .. import plots
 from ..atomic import write_text_atomically
 from ..data import BUILTIN, load_points, output_folder
-from ..errors import InputError
 from ..likelihood import check_levels, check_options, mean_se, ode_nll
 from ..samplers.ode import ADAPTIVE_METHODS, check_solver
 from ..saved import load_model

@@ -8,7 +8,9 @@ import sys
 import torch
 from tqdm import tqdm
 
-from ..data import check_output_path, save_array
+from ..errors import InputError
+from ..outputs import check_target, write_samples
+from ..samplers.guidance import clip_x0
 from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SAMPLERS, SPACINGS, generate, options_by_name
 from ..sampling import sampler_inputs
 from ..saved import load_model
@@ -19,7 +21,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw samples from a trained model", formatter_class=HelpFormatter)
     p.add_argument("run", help="run folder or model folder")
     p.add_argument("-n", "--num-samples", type=int, default=1000, help="number of samples")
-    p.add_argument("--out", required=True, help="output file, .npy or .csv, in the data's own units")
+    p.add_argument("--out", required=True,
+                   help="where the samples go, in the data's own units: .npy or .csv for vectors; for images a .png "
+                        "grid, a .npy of the data's levels (N, C, H, W), or a folder DIR/ of one PNG per sample")
+    p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp each x0 estimate to the data's range in model units (default: on for images, whose "
+                        "range is known; vectors have none)")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLERS)}")
     p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: min({DEFAULT_STEPS}, T))")
     p.add_argument("--spacing", default=DEFAULT_SPACING, help=f"timestep spacing: {', '.join(SPACINGS)}")
@@ -54,12 +61,17 @@ def run(args) -> None:
     positive("--steps", args.steps)
     positive("--batch-size", args.batch_size)
     positive("--threads", args.threads)
-    out = check_output_path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.run, weights=args.weights)
+    out, kind = check_target(args.out, model.sample_shape)
     given = {name: getattr(args, name) for name in options_by_name(SAMPLERS.values()) if hasattr(args, name)}
     denoiser, options = sampler_inputs(model, args.sampler, given)  # an unknown sampler or option: one line
+    box = model.transform.model_range
+    if args.clip_x0 and box is None:
+        raise InputError("--clip-x0 needs data with a known range (images); this model's data have none")
+    if args.clip_x0 is not False and box is not None:
+        denoiser = clip_x0(denoiser, *box)
     starts = range(0, args.num_samples, args.batch_size)
     bar = tqdm(total=len(starts) * (args.steps or min(DEFAULT_STEPS, model.schedule.T)), desc="sample", unit="step",
                disable=not sys.stderr.isatty())
@@ -72,5 +84,5 @@ def run(args) -> None:
                                              "sigma_max": args.sigma_max},
                                callback=lambda t, x: bar.update(), **options))
     bar.close()
-    save_array(out, model.transform.inverse(torch.cat(chunks).double()))  # float64: large offsets keep their digits
+    write_samples(out, kind, model.to_data_units(torch.cat(chunks)), model.transform.levels, args.seed)
     print(f"wrote {args.num_samples} samples to {out}")

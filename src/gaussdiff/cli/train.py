@@ -40,8 +40,9 @@ TRAIN_HELP = {
     "loss_type": "simple (L_simple), hybrid (L_simple + 0.001 L_vlb; needs learned_range) or vlb (the bound)",
     "variance_type": "reverse-step variance: fixed_small (beta-tilde), fixed_large (beta) or learned_range",
     "t_sampling": "uniform, or importance (t drawn by the loss's second moment, Improved DDPM)",
-    "network": "network kind (auto, mlp, unet, diffusers_unet2d) or a JSON object of its config, e.g. '{\"kind\": \"unet\", "
-               "\"preset\": \"digits\", \"base_channels\": 64}' (auto: the MLP for vectors, the UNet for images)",
+    "network": "network kind (auto, mlp, unet, diffusers_unet2d) or a JSON object of its config, e.g. "
+               "'{\"kind\": \"unet\", \"preset\": \"digits\", \"base_channels\": 64}' (auto: the MLP for vectors, "
+               "the UNet for images)",
     "width": "MLP width",
     "depth": "number of residual MLP blocks",
     "emb_dim": "size of the MLP's time embedding",
@@ -76,7 +77,8 @@ def add_parser(sub) -> None:
         if str(f.type) == "bool":
             p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
         elif str(f.type) == "dict":
-            p.add_argument(name, type=network_section, default=argparse.SUPPRESS, help=f"{TRAIN_HELP[f.name]} (default: auto)")
+            p.add_argument(name, type=network_section, default=argparse.SUPPRESS,
+                           help=f"{TRAIN_HELP[f.name]} (default: auto)")
         else:
             p.add_argument(name, type=TYPES[str(f.type)][0], default=argparse.SUPPRESS, help=text)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

@@ -9,7 +9,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import InputError
@@ -91,6 +90,9 @@ def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 
     :func:`images.read_images` (``image_size``, ``channels``); any other argument is a .npy or .csv file of rows,
     standardized per feature (n and seed unused).
     """
+    if (image_size or channels) and (is_builtin(name_or_path) or not is_image_source(name_or_path)):
+        raise InputError(f"--image-size and --channels apply to image folders and image .npy files, not to "
+                         f"{name_or_path}" + (" (1x8x8 with 17 levels)" if name_or_path in IMAGE_BUILTIN else ""))
     if is_builtin(name_or_path):
         if name_or_path in IMAGE_BUILTIN:
             return _digits("train")
@@ -122,7 +124,8 @@ def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,
         rows, what = torch.from_numpy(digits.digits_split("test")[0]).double(), "digits (held-out split)"
     elif is_image_source(name_or_path):
         size, channels = (sample_shape[-1], sample_shape[0]) if sample_shape and len(sample_shape) == 3 else (None, None)
-        rows, what = torch.from_numpy(read_images(name_or_path, size, channels).images).double(), str(name_or_path)
+        images = read_images(name_or_path, size, channels).images
+        rows, what = torch.from_numpy(images).double(), str(name_or_path)
     else:
         rows, what = torch.from_numpy(load_array(name_or_path)), str(name_or_path)
     total = len(rows)

@@ -129,11 +129,16 @@ def output_folder(path: str | os.PathLike, what: str = "the output folder") -> P
 
 
 def save_array(path: str | os.PathLike, array) -> None:
-    """Write an (N, D) array to .npy or .csv atomically: path ends up old or new, never half."""
+    """Write an array to .npy or .csv atomically: path ends up old or new, never half. Rows (N, D) go to either as
+    float64; integer arrays (image levels) of any shape (N, ...) keep their dtype and go to .npy only."""
     path = check_output_path(path)
-    array = np.asarray(array.detach().cpu() if torch.is_tensor(array) else array, dtype=np.float64)
-    if array.ndim != 2:
-        raise InputError(f"{path}: cannot save an array of shape {array.shape}; expected (N, D)")
+    array = np.asarray(array.detach().cpu() if torch.is_tensor(array) else array)
+    if array.dtype.kind not in "iu":
+        array = array.astype(np.float64)
+    is_npy = path.suffix.lower() == ".npy"
+    if array.ndim < 2 or (array.ndim > 2 and not (is_npy and array.dtype.kind in "iu")):
+        raise InputError(f"{path}: cannot save an array of shape {array.shape} as {path.suffix}; expected rows (N, D)"
+                         + (" (images go to .npy or .png)" if array.ndim > 2 else ""))
     is_npy = path.suffix.lower() == ".npy"
     try:
         write_atomically(path, lambda f: np.save(f, array) if is_npy else _write_csv(f, array))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.datasets import make_circles, make_moons, make_swiss_roll
 
-from ..errors import InputError, check_int
+from ..errors import check_int
 
 # ---------------------------------------------------------------------------------------------
 # Built-in 2-D datasets. Each raw sampler maps (n, seed) to a float64 array (n, 2).

@@ -101,9 +101,9 @@ class Learner:
     t_sampler: ImportanceSampler | None
 
     @classmethod
-    def create(cls, cfg: TrainConfig, sample_shape: tuple[int, ...], T: int, device: torch.device) -> "Learner":
+    def create(cls, cfg: TrainConfig, network: dict, T: int, device: torch.device) -> "Learner":
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = build_network(network_config(cfg, sample_shape, T)).to(device)
+        model = build_network(network).to(device)
         return cls(model, EMA(model, beta=cfg.ema_decay, update_after_step=0, update_every=1,
                               include_online_model=False),
                    torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -172,11 +172,12 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
     data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
-    shape, T = data.sample_shape, schedule.T
+    T = schedule.T
+    network = network_config(cfg, data.sample_shape, T)  # a bad network option fails here, before the run folder
 
     with ExitStack() as stack:
         run = claim_run_folder(cfg, procs, overwrite, resume, stack)
-        learner = Learner.create(cfg, shape, T, device)
+        learner = Learner.create(cfg, network, T, device)
         model, opt, scaler, t_sampler = learner.model, learner.opt, learner.scaler, learner.t_sampler
         step, elapsed = learner.restore(run, device) if resume else (0, 0.0)
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
@@ -212,7 +213,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 group["lr"] = lr
 
             x = data.get(batches.rows(step)).x.to(device)
-            t, eps, weights = batches.t_and_noise(step, T, shape, t_sampler)
+            t, eps, weights = batches.t_and_noise(step, T, data.sample_shape, t_sampler)
             opt.zero_grad(set_to_none=True)
             seen = []  # per-sample losses for the importance sampler of t
             for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
