@@ -20,11 +20,14 @@ from torch.nn import functional as F
 from ..errors import InputError, check_int
 from .embedding import SinusoidalEmbedding
 
-# Architectures without the data's shape; ``unet_config`` adds sample_shape and T. "digits" is a placeholder
-# for a 2-core CPU and 8x8 gray images until benchmarks/unet_shapes.py has been run on a quiet machine.
+# Architectures without the data's shape; ``unet_config`` adds sample_shape and T. "digits" is chosen for a 2-core CPU
+# by benchmarks/unet_shapes.py and a pilot (benchmarks/RESULTS.md, "Images: the digits"): at batch 64 on 8x8, two
+# levels of 32 and 64 channels with one block each and no attention train 19 steps/s (0.69 M parameters), attention
+# at 4x4 and in the middle 14.7, the reference libraries' 1.7 M-parameter shapes 5.7-8.0; after 150 s the
+# attention-free net had the lower FD-digits. Many small ops, not FLOPs, bound a CPU step at this size.
 UNET_PRESETS = {
-    "digits": dict(base_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4],
-                   num_heads=4, dropout=0.0, norm_groups=8, mid_attention=True),
+    "digits": dict(base_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[],
+                   num_heads=4, dropout=0.0, norm_groups=8, mid_attention=False),
     "gpu32": dict(base_channels=128, channel_mult=[1, 2, 2, 2], num_res_blocks=2, attention_resolutions=[16, 8],
                   num_heads=4, dropout=0.1, norm_groups=32, mid_attention=True),
 }
@@ -173,9 +176,9 @@ class UNet(nn.Module):
     ``mid_attention`` adds attention between the two middle residual blocks (as ADM always does)."""
 
     def __init__(self, sample_shape, num_train_timesteps: int, base_channels: int = 32, channel_mult=(1, 2),
-                 num_res_blocks: int = 1, attention_resolutions=(4,), num_heads: int = 4, dropout: float = 0.0,
+                 num_res_blocks: int = 1, attention_resolutions=(), num_heads: int = 4, dropout: float = 0.0,
                  learn_variance: bool = False, num_classes: int = 0, norm_groups: int = 8,
-                 mid_attention: bool = True):
+                 mid_attention: bool = False):
         super().__init__()
         self.config = _make_config(sample_shape, num_train_timesteps, base_channels, channel_mult, num_res_blocks,
                                    attention_resolutions, num_heads, dropout, learn_variance, num_classes,

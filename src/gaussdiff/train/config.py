@@ -111,7 +111,7 @@ class TrainConfig:
 
 # Defaults that depend on the data, (vectors, images): a 30k-parameter MLP learns fastest from big batches at a high
 # rate; a UNet on images from small batches at a lower one. Images also get a grid of samples every 1,000 steps.
-DATA_DEFAULTS = {"batch_size": (1024, 64), "lr": (3e-3, 1e-3), "preview_every": (0, 1000)}
+DATA_DEFAULTS = {"batch_size": (1024, 64), "lr": (3e-3, 2e-3), "preview_every": (0, 1000)}
 
 
 def is_image_data(data: str) -> bool:
