@@ -21,6 +21,7 @@ from gaussdiff.nets import MLP, build_network
 from gaussdiff.param import CountingDenoiser, as_denoiser, as_reverse_model
 from gaussdiff.report import backward_states, strip_times
 from gaussdiff.samplers import ddpm, generate, timestep_grid
+from gaussdiff.sampling import sampler_inputs
 from gaussdiff.saved import SavedModel, load_model, upgrade_v1
 from gaussdiff.schedule import make_schedule
 from gaussdiff.sweep import sweep
@@ -203,7 +204,9 @@ def test_saved_model_names_its_ddpm_variance_and_what_the_sampler_calls(schedule
     model = learned_model(schedule, variance_type)
     assert model.ddpm_variance == variance
     x, t = torch.randn(4, 2, generator=torch.Generator().manual_seed(6)), torch.tensor([1, 5, 30, 50])
-    got = model.sampling_denoiser(variance)(x, t)
+    called, options = sampler_inputs(model, "ddpm")
+    assert options == {"variance": variance}
+    got = called(x, t)
     if variance == "learned":  # the reverse model's (x0_hat, log_var): the same function of the same weights
         for a, b in zip(got, model.reverse_model()(x, t), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -11,6 +11,7 @@ from . import plots
 from .chain import q_sample
 from .data import load_points, output_folder
 from .errors import InputError
+from .sampling import sampler_inputs
 from .saved import SavedModel, load_model
 from .data.images import save_image_grid
 from .samplers import DEFAULT_SPACING, DEFAULT_STEPS, ddpm, timestep_grid
@@ -34,9 +35,9 @@ def backward_states(model: SavedModel, n: int, times: list[int], generator) -> l
         if int(t) in times:
             keep[int(t)] = x.clone()
 
-    variance = model.ddpm_variance  # the model's own reverse variance, as ``gaussdiff sample`` draws by default
-    ddpm(model.sampling_denoiser(variance), x_T, model.schedule, timestep_grid(model.schedule, model.schedule.T),
-         generator=generator, variance=variance, callback=record)
+    denoiser, options = sampler_inputs(model, "ddpm")  # the model's own reverse variance, as ``gaussdiff sample``
+    ddpm(denoiser, x_T, model.schedule, timestep_grid(model.schedule, model.schedule.T), generator=generator,
+         callback=record, **options)
     return [(t, keep[t]) for t in sorted(keep, reverse=True)]
 
 
@@ -107,6 +108,8 @@ def image_pictures(model: SavedModel, n: int, seed: int, out: Path) -> list[Path
     chain.png: one column per t of STRIP_FRACTIONS (nearest on the sampler's grid); STRIP_ROWS held-out images noised
     by q(x_t | x_0), then STRIP_ROWS samples' x_t, then their predicted x_0 at that t."""
     generator, T = torch.Generator().manual_seed(seed), model.schedule.T
+    sampling, options = sampler_inputs(model, "ddpm")  # the model's own reverse variance, as ``gaussdiff sample``
+    sampling = clip_x0(sampling, *model.transform.model_range)
     denoiser = clip_x0(model.denoiser(), *model.transform.model_range)
     grid = timestep_grid(model.schedule, min(DEFAULT_STEPS, T), DEFAULT_SPACING)
     columns = sorted({min(grid.tolist(), key=lambda g: abs(g - f * T)) for f in STRIP_FRACTIONS}, reverse=True)
@@ -118,7 +121,7 @@ def image_pictures(model: SavedModel, n: int, seed: int, out: Path) -> list[Path
 
     x_T = torch.randn(GRID_SAMPLES, *model.sample_shape, generator=generator)
     record(float(grid[0]), x_T)
-    samples = ddpm(denoiser, x_T, model.schedule, grid, generator=generator, callback=record)
+    samples = ddpm(sampling, x_T, model.schedule, grid, generator=generator, callback=record, **options)
     data = held_out_data(model, STRIP_ROWS, seed + 1)
     forward = [q_sample(data, torch.tensor(t), model.schedule, torch.randn(data.shape, generator=generator))
                for t in columns]

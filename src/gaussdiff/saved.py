@@ -69,10 +69,6 @@ class SavedModel:
         """The ddpm sampler's reverse variance that is the model's own: beta_tilde, beta or learned."""
         return DDPM_VARIANCE[self.variance_type]
 
-    def sampling_denoiser(self, variance: str | None = None) -> Denoiser | ReverseModel:
-        """What a sampler calls: the reverse model for ddpm's ``variance`` 'learned', else the denoiser."""
-        return self.reverse_model() if variance == "learned" else self.denoiser()
-
     def config(self) -> dict:
         return {
             "format": FORMAT,

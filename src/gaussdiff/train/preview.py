@@ -20,13 +20,14 @@ PREVIEW_SEED = 0  # the same x_T at every step: the grids show one set of sample
 def write_preview(model: SavedModel, run: Path, step: int) -> Path:
     """Draw PREVIEW_SAMPLES images with the default sampler (x0 clipped to the data's range) and write their grid.
     The network is put in eval mode for the draw (no dropout, so the global random stream is untouched) and its
-    mode restored; the sampler's noise comes from its own generator, so training's stream is unchanged too."""
+    mode restored; the sampler's noise comes from its own generators (seeded rows), so training's stream is unchanged
+    too."""
     network, was_training = model.network, model.network.training
     network.eval()
     try:
         device = next(network.parameters()).device
         x = generate(clip_x0(model.denoiser(), *model.transform.model_range), (PREVIEW_SAMPLES, *model.sample_shape),
-                     model.schedule, generator=torch.Generator(device).manual_seed(PREVIEW_SEED), device=device)
+                     model.schedule, seed=PREVIEW_SEED, device=device)
     finally:
         network.train(was_training)
     path = run / "pictures" / f"preview_{step:08d}.png"
