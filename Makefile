@@ -12,11 +12,16 @@ $(BIN)/python:
 	# CPU torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet "torch>=2.4"
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev]"
+# The main job needs the package alone; the tests also need the dev extras (pytest, scipy, diffusers, tensorboard).
+$(VENV)/.installed-main: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-demo: $(VENV)/.installed
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed-main
+
+demo: $(VENV)/.installed-main
 	mkdir -p $(dir $(RUN))
 	$(BIN)/gaussdiff train --data moons --out $(RUN) --time-budget 120 --threads 2 --overwrite
 	$(BIN)/gaussdiff sample $(RUN) -n 5000 --out $(RUN)/samples.npy

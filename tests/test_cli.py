@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gaussdiff
 from gaussdiff import cli
 from gaussdiff.cli import main
 from gaussdiff.samplers import SAMPLERS
@@ -375,3 +376,9 @@ def test_samples_do_not_depend_on_the_batch_size(run, tmp_path, flags):
     for x in (sample(20, 10), sample(20, 7), sample(30, 7)[:20]):
         np.testing.assert_allclose(x, whole, rtol=0, atol=1e-5)
     assert np.abs(sample(20, 20, seed=1) - whole).max() > 0.1
+
+
+def test_version_names_the_release(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"gaussdiff {gaussdiff.__version__}"

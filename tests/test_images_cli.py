@@ -117,3 +117,35 @@ def test_a_vector_model_is_refused_for_pictures_and_an_image_model_for_csv(run, 
     one_line_error(capsys, ["sample", v1, "--out", str(tmp_path / "g.png")], "pictures are written for image models")
     one_line_error(capsys, ["sample", str(run), "--out", str(tmp_path / "s.csv")], "images are written as")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_previews_do_not_change_training_and_a_resumed_image_run_is_byte_identical(tmp_path):
+    """Previews draw with their own seeded noise and the network in eval mode: the weights come out byte-identical
+    with and without them. An image run resumed from its step-2 checkpoint ends where an uninterrupted one does."""
+    common = ["--data", "digits", *FAST[2:], "--steps", "4", "--lr-schedule", "constant", "--checkpoint-every", "2"]
+    assert main(["train", *common, "--out", str(tmp_path / "plain"), "--preview-every", "0"]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "previews"), "--preview-every", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "previews" / "pictures").iterdir()) == [
+        "preview_00000002.png", "preview_00000004.png"]
+    assert main(["train", *common, "--out", str(tmp_path / "resumed"), "--preview-every", "0", "--steps", "2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "resumed"), "--steps", "4", "--no-pictures"]) == 0
+    weights = {name: (tmp_path / name / "model" / "model.safetensors").read_bytes()
+               for name in ("plain", "previews", "resumed")}
+    assert weights["plain"] == weights["previews"] == weights["resumed"]
+
+
+def test_sweep_of_an_image_model_is_one_line(run, tmp_path, capsys):
+    one_line_error(capsys, ["sweep", str(run), "--data", "digits", "--out", str(tmp_path / "sweep")],
+                   "sweep measures the sliced W2 distance of vectors")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_float_image_npy_trains_with_its_pixel_range(tmp_path):
+    """Floats in [0, 1] with --pixel-range 0 1 become the levels round(255 x); the model is a 256-level pixel model."""
+    images = np.random.default_rng(1).random((8, 8, 8, 1))  # (N, H, W, C), channels last
+    np.save(tmp_path / "floats.npy", images)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "floats.npy"), "--out", str(out), *FAST,
+                 "--pixel-range", "0", "1"]) == 0
+    assert load_model(out).transform.to_dict() == {"kind": "pixels", "sample_shape": [1, 8, 8], "levels": 256}
+    assert json.loads((out / "config.json").read_text())["pixel_range"] == [0.0, 1.0]

@@ -363,3 +363,22 @@ def test_huge_learning_rate_ends_with_one_line_on_the_command_line(tmp_path, cap
     assert "Traceback" not in err
     # It diverges at once, before any checkpoint: the message must not promise one.
     assert f"no checkpoint was written yet to {out / 'checkpoints'}" in err
+
+
+def test_a_run_ends_with_a_checkpoint_and_continues_from_it_byte_identically(tmp_path):
+    """5 steps with a checkpoint every 2: the end of the budget writes step 5, and a resume to 9 steps equals an
+    uninterrupted 9-step run (a constant learning rate, so the budget does not shape the schedule)."""
+    steps = dict(lr_schedule="constant", checkpoint_every=2, keep_checkpoints=3)
+    short = train(tiny(tmp_path / "short", steps=5, **steps), progress=False)
+    assert [p.name for p in sorted((short / "checkpoints").iterdir())] == [
+        "step_00000002.pt", "step_00000004.pt", "step_00000005.pt"]
+    train(tiny(tmp_path / "short", steps=9, **steps), resume=True, progress=False)
+    whole = train(tiny(tmp_path / "whole", steps=9, **steps), progress=False)
+    assert (short / "model" / "model.safetensors").read_bytes() == (whole / "model" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("data, out", [("moons", "runs/moons"), ("digits", "runs/digits"),
+                                       ("/somewhere/iris.csv", "runs/iris"), ("pictures/", "runs/pictures")])
+def test_the_run_folder_defaults_to_the_datas_name(data, out):
+    assert TrainConfig(data=data).validate().out == out
+    assert TrainConfig(data=data, out="elsewhere").validate().out == "elsewhere"

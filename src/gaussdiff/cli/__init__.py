@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 
+from .. import __version__
 from ..errors import GaussdiffError, Interrupted
 from . import elbo, export, nll, plot, sample, score, sweep, train
 
@@ -19,6 +20,7 @@ COMMANDS = {name: module.run for name, module in MODULES.items()}
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gaussdiff", description="Gaussian diffusion models: train, sample, plot.")
+    p.add_argument("--version", action="version", version=f"gaussdiff {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for module in MODULES.values():
         module.add_parser(sub)

@@ -49,6 +49,10 @@ def run(args) -> None:
         torch.set_num_threads(args.threads)
     check_positive("--within", args.within)
     model = load_model(args.run, weights=args.weights)
+    if len(model.sample_shape) != 1:
+        raise InputError(f"sweep measures the sliced W2 distance of vectors; {args.run} makes images "
+                         f"{list(model.sample_shape)}: compare samplers with gaussdiff sample --sampler ... and "
+                         "gaussdiff score")
     samplers, nfes = check_request(model.schedule, [s.strip() for s in args.samplers.split(",")],
                                    _ints("--nfe", args.nfe), args.spacing)
     reference, fresh = held_out(args.data, args.num_samples, args.seed, model.transform.sample_shape)

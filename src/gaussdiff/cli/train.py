@@ -19,7 +19,7 @@ from .common import HelpFormatter
 TRAIN_HELP = {
     "data": f"built-in data set ({', '.join([*BUILTIN, *IMAGE_BUILTIN])}), a .npy / .csv file of rows (N, D), or "
             "images: a folder of PNG/JPEG files (a sub-folder per class) or a .npy (N, H, W[, C]) / (N, C, H, W)",
-    "out": "run folder to create",
+    "out": "run folder to create (default: runs/ and the data's name, e.g. runs/moons, runs/iris for iris.csv)",
     "n_data": "points drawn from a built-in data set",
     "seed": "seed of data, initialisation, t and noise",
     "steps": "training step budget (5000 when no budget is given)",
@@ -48,6 +48,7 @@ TRAIN_HELP = {
     "emb_dim": "size of the MLP's time embedding",
     "image_size": "image folders: centre-crop and resize to this size (default: the images' own, if they share one)",
     "channels": "image folders: 1 (gray) or 3 (RGB) (default: 3 if any image has colour)",
+    "pixel_range": "an image .npy of floats: the values that map to the darkest and brightest of 256 levels",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",
@@ -76,6 +77,9 @@ def add_parser(sub) -> None:
         name, text = f"--{f.name.replace('_', '-')}", f"{TRAIN_HELP[f.name]} (default: {default})"
         if str(f.type) == "bool":
             p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
+        elif str(f.type) == "list | None":
+            p.add_argument(name, type=float, nargs=2, metavar=("LO", "HI"), default=argparse.SUPPRESS,
+                           help=f"{TRAIN_HELP[f.name]} (default: {f.default})")
         elif str(f.type) == "dict":
             p.add_argument(name, type=network_section, default=argparse.SUPPRESS,
                            help=f"{TRAIN_HELP[f.name]} (default: auto)")

@@ -72,8 +72,8 @@ def _digits(split: str) -> Dataset:
                    torch.from_numpy(labels), digits.CLASSES)
 
 
-def _image_files(path: Path, image_size: int | None, channels: int | None) -> Dataset:
-    found = read_images(path, image_size=image_size, channels=channels)
+def _image_files(path: Path, image_size: int | None, channels: int | None, pixel_range) -> Dataset:
+    found = read_images(path, image_size=image_size, channels=channels, pixel_range=pixel_range)
     if found.skipped:
         warnings.warn(f"{path}: skipped {len(found.skipped)} unreadable file(s), e.g. {found.skipped[0]}", stacklevel=3)
     labels = None if found.labels is None else torch.from_numpy(found.labels)
@@ -82,17 +82,17 @@ def _image_files(path: Path, image_size: int | None, channels: int | None) -> Da
 
 
 def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 0, *, image_size: int | None = None,
-                 channels: int | None = None) -> Dataset:
+                 channels: int | None = None, pixel_range=None) -> Dataset:
     """The data set a model trains on.
 
     A built-in 2-D name gives n fresh points under seed, already in their own units (identity map); 'digits' its
     1,500 training images; a folder of images or a .npy of images (N, H, W[, C]) or (N, C, H, W) is read by
-    :func:`images.read_images` (``image_size``, ``channels``); any other argument is a .npy or .csv file of rows,
-    standardized per feature (n and seed unused).
+    :func:`images.read_images` (``image_size``, ``channels``, ``pixel_range``); any other argument is a .npy or
+    .csv file of rows, standardized per feature (n and seed unused).
     """
-    if (image_size or channels) and (is_builtin(name_or_path) or not is_image_source(name_or_path)):
-        raise InputError(f"--image-size and --channels apply to image folders and image .npy files, not to "
-                         f"{name_or_path}" + (" (1x8x8 with 17 levels)" if name_or_path in IMAGE_BUILTIN else ""))
+    if (image_size or channels or pixel_range) and (is_builtin(name_or_path) or not is_image_source(name_or_path)):
+        raise InputError(f"--image-size, --channels and --pixel-range apply to image folders and image .npy files, "
+                         f"not to {name_or_path}" + (" (1x8x8, 17 levels)" if name_or_path in IMAGE_BUILTIN else ""))
     if is_builtin(name_or_path):
         if name_or_path in IMAGE_BUILTIN:
             return _digits("train")
@@ -101,7 +101,7 @@ def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 
                        f"built-in {name_or_path!r}: {n} points, seed {seed}, standardized units")
     path = Path(name_or_path)
     if is_image_source(path):
-        return _image_files(path, image_size, channels)
+        return _image_files(path, image_size, channels, pixel_range)
     array = torch.from_numpy(load_array(path))
     return Dataset(array, Standardize.fit(array), str(path.resolve()),
                    f"{path}: {array.shape[0]} rows x {array.shape[1]} features, standardized")
@@ -123,7 +123,8 @@ def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,
     if name_or_path in IMAGE_BUILTIN:
         rows, what = torch.from_numpy(digits.digits_split("test")[0]).double(), "digits (held-out split)"
     elif is_image_source(name_or_path):
-        size, channels = (sample_shape[-1], sample_shape[0]) if sample_shape and len(sample_shape) == 3 else (None, None)
+        images = sample_shape is not None and len(sample_shape) == 3
+        size, channels = (sample_shape[-1], sample_shape[0]) if images else (None, None)
         images = read_images(name_or_path, size, channels).images
         rows, what = torch.from_numpy(images).double(), str(name_or_path)
     else:

@@ -31,7 +31,7 @@ class TrainConfig:
     """Every option of ``gaussdiff train``; the resolved values are saved as RUN/config.json."""
 
     data: str = "moons"
-    out: str = "runs/moons"
+    out: str | None = None  # None: runs/<the data's name>
     n_data: int = 100_000  # points drawn from a built-in data set (files are used whole)
     seed: int = 0
     steps: int | None = None  # step budget; with time_budget, whichever ends first
@@ -58,6 +58,7 @@ class TrainConfig:
     emb_dim: int = 128
     image_size: int | None = None  # image folders: centre-crop and resize to this size (None: the images' own)
     channels: int | None = None  # image folders: 1 (gray) or 3 (RGB); None: 3 if any image has colour
+    pixel_range: list | None = None  # an image .npy of floats: [lo, hi], mapped onto the levels 0..255
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
     compile: bool = False  # torch.compile the network
@@ -71,6 +72,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.steps is None and self.time_budget is None:
             self.steps = 5000
+        if self.out is None:
+            self.out = str(Path("runs") / (Path(self.data).stem or "data"))
         images = is_image_data(self.data)
         for name, by_kind in DATA_DEFAULTS.items():
             if getattr(self, name) is None:
@@ -124,12 +127,13 @@ CHOICES = {"lr_schedule": ("cosine", "constant"), "device": ("auto", "cpu", "cud
 
 # Changing one of these changes the model or its data: a resume that does so is refused.
 MODEL_FIELDS = ("data", "n_data", "seed", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
-                "prediction_type", "variance_type", "network", "width", "depth", "emb_dim", "image_size", "channels")
+                "prediction_type", "variance_type", "network", "width", "depth", "emb_dim", "image_size", "channels",
+                "pixel_range")
 NETWORK_KINDS = ("auto", "mlp", "unet", "diffusers_unet2d")  # auto: the MLP for vectors, the UNet for images
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-TYPES = {"dict": (dict,), "int": (int,), "int | None": (int,), "float": (float, int), "float | None": (float, int), "str": (str,),
-         "bool": (bool,)}
+TYPES = {"dict": (dict,), "list | None": (list,), "str": (str,), "str | None": (str,), "int": (int,),
+         "int | None": (int,), "float": (float, int), "float | None": (float, int), "bool": (bool,)}
 
 
 def check_network_section(network: dict) -> None:

@@ -169,7 +169,8 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         raise InputError("fp16 needs a CUDA device (a gradient scaler); use --precision bf16 on CPU")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels)
+    data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels,
+                        pixel_range=cfg.pixel_range)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
     T = schedule.T
@@ -254,6 +255,8 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         if log.steps:  # the last, partial interval
             now = time.perf_counter()
             log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
+        if step % cfg.checkpoint_every:  # the end of the budget: a run can be continued from where it stopped
+            checkpoint()
         if procs.main:
             exported().save(run / "model", online=model)
     return run
