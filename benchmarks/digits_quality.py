@@ -36,7 +36,8 @@ from gaussdiff.train import TrainConfig, train
 
 # (name, sampler, steps, spacing): the default (ancestral ddpm on 100 trailing steps) and cheaper ones.
 SAMPLERS = [("ddpm100", "ddpm", 100, "trailing"), ("ddim50", "ddim", 50, "trailing"),
-            ("dpmpp_2m20", "dpmpp_2m", 20, "log_snr"), ("dpmpp_2m10", "dpmpp_2m", 10, "log_snr")]
+            ("dpmpp_2m20", "dpmpp_2m", 20, "log_snr"), ("dpmpp_2m10", "dpmpp_2m", 10, "log_snr"),
+            ("ddpm50", "ddpm", 50, "trailing"), ("ddpm25", "ddpm", 25, "trailing")]
 
 
 def commit() -> str:
