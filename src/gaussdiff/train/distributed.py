@@ -50,7 +50,13 @@ def start(device: str) -> Processes:
 
 
 def stop(procs: Processes) -> None:
+    """Leave the process group together: a rank that tore gloo down while rank 0 was still writing its files
+    sometimes aborted ("terminate called without an active exception", about 1 run in 5 of the 2-process tests)."""
     if procs.world > 1 and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is gone (killed): nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
