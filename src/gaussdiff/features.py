@@ -25,6 +25,7 @@ from torch import nn
 
 from .atomic import write_atomically, write_text_atomically
 from .data.digits import LEVELS, digits_split
+from .data.files import read_npy
 from .errors import InputError
 from .transforms import Pixels
 
@@ -223,12 +224,7 @@ def load_images(path: str | os.PathLike, net: FeatureNet) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() != ".npy":
         raise InputError(f"{path}: expected a .npy file of images")
-    try:
-        with open(path, "rb") as f:
-            array = np.lib.format.read_array(f, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npy file ({' '.join(str(e).split())})") from None
-    return net.check_images(array, str(path))
+    return net.check_images(read_npy(path), str(path))
 
 
 def digits_net() -> FeatureNet:

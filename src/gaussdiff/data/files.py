@@ -22,13 +22,18 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    """The array stored in a .npy file (no pickles), as float64."""
+def read_npy(path: Path) -> np.ndarray:
+    """The array stored in a .npy file, never unpickled; InputError in one line if it cannot be read."""
     try:
         with open(path, "rb") as f:
-            array = np.lib.format.read_array(f, allow_pickle=False)
+            return np.lib.format.read_array(f, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise InputError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The rows of a .npy file as float64."""
+    array = read_npy(path)
     if array.dtype.kind not in "biuf":
         raise InputError(f"{path}: holds {array.dtype} values; expected real numbers")
     return array.astype(np.float64)

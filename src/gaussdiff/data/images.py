@@ -49,6 +49,7 @@ from PIL import Image, ImageOps
 
 from ..atomic import write_atomically
 from ..errors import InputError, check_int
+from .files import read_npy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RESAMPLE = Image.Resampling.LANCZOS
@@ -282,12 +283,7 @@ def _read_npy(path: Path, image_size: int | None, channels: int | None, pixel_ra
     layout = _npy_layout(path, shape)
     if shape[0] == 0:
         raise InputError(f"{path}: holds no images (shape {shape})")
-    try:
-        with open(path, "rb") as f:
-            array = np.lib.format.read_array(f, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
-    array = _to_levels(path, array, pixel_range)
+    array = _to_levels(path, read_npy(path), pixel_range)
     if layout != "NCHW":
         array = array[:, None] if layout == "NHW" else array.transpose(0, 3, 1, 2)
     images = _reshape_images(path, np.ascontiguousarray(array), image_size, channels)
