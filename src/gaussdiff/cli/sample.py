@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..outputs import check_target, write_samples
-from ..samplers.guidance import clip_x0
 from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS, SAMPLERS, SPACINGS, generate, options_by_name
+from ..samplers.guidance import clip_x0
 from ..sampling import sampler_inputs
 from ..saved import load_model
 from .common import HelpFormatter, positive
