@@ -36,12 +36,15 @@ class Batch:
 
 
 class Dataset:
-    """N samples kept in the data's own units (images stay uint8) and mapped to model units batch by batch."""
+    """N samples kept in the data's own units; quantized data (images, uint8) are mapped to model units batch by
+    batch, continuous rows once (float32 rows cost no more memory than the originals, and a tiny network's step
+    should not pay for the map every time)."""
 
     def __init__(self, data: torch.Tensor, transform, name: str, description: str,
                  labels: torch.Tensor | None = None, classes: list[str] | None = None):
         self.data, self.transform, self.name, self.description = data, transform, name, description
         self.labels, self.classes = labels, classes
+        self._model_units = None if transform.levels else transform.forward(data).float()
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -52,6 +55,8 @@ class Dataset:
 
     def get(self, rows) -> Batch:
         """The rows (a long tensor of indices) in model units, float32."""
+        if self._model_units is not None:
+            return Batch(self._model_units[rows])
         return Batch(self.transform.forward(self.data[rows]).float())
 
 
