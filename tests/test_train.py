@@ -117,7 +117,7 @@ def test_exported_model_matches_the_config(run):
     path, cfg = run
     model = load_model(path)
     assert model.network.config == dict(kind="mlp", sample_shape=[2], num_train_timesteps=50, width=32, depth=1,
-                                        emb_dim=16, learn_variance=False, cond_keys=[])
+                                        emb_dim=16, learn_variance=False, num_classes=0, cond_keys=[])
     assert model.schedule.T == 50 and model.prediction_type == cfg.prediction_type and model.data_name == "moons"
     assert model.transform.to_dict() == {"kind": "standardize", "mean": [0.0, 0.0], "std": [1.0, 1.0]}
 
@@ -208,10 +208,11 @@ def test_ranks_together_see_the_one_process_batch(world, accum):
     for step in [0, 1, one.per_epoch - 1, one.per_epoch, 5 * one.per_epoch + 2]:
         rows = torch.stack([b.rows(step) for b in ranks], 1).flatten()
         assert torch.equal(rows, one.rows(step))
-        t1, eps1, _ = one.t_and_noise(step, 50, (3,))
-        parts = [b.t_and_noise(step, 50, (3,)) for b in ranks]
+        t1, eps1, _, drop1 = one.t_and_noise(step, 50, (3,), label_dropout=0.25)
+        parts = [b.t_and_noise(step, 50, (3,), label_dropout=0.25) for b in ranks]
         assert torch.equal(torch.stack([p[0] for p in parts], 1).flatten(), t1)
         assert torch.equal(torch.stack([p[1] for p in parts], 1).flatten(0, 1), eps1)
+        assert torch.equal(torch.stack([p[3] for p in parts], 1).flatten(), drop1)
 
 
 def test_batches_are_a_function_of_seed_and_step_alone():
@@ -220,7 +221,8 @@ def test_batches_are_a_function_of_seed_and_step_alone():
     for step in range(25):
         a.rows(step)
     assert torch.equal(a.rows(37), b.rows(37))
-    assert all(torch.equal(u, v) for u, v in zip(a.t_and_noise(37, 50, (2,)), b.t_and_noise(37, 50, (2,))))
+    assert all(torch.equal(u, v) for u, v in zip(a.t_and_noise(37, 50, (2,), label_dropout=0.1),
+                                                  b.t_and_noise(37, 50, (2,), label_dropout=0.1)))
     c = GlobalBatches(100, 10, 1, seed=8)
     assert not torch.equal(a.rows(37), c.rows(37))
 

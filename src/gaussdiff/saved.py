@@ -28,7 +28,9 @@ from .schedule import NoiseSchedule, schedule_from_config
 from .transforms import transform_from_dict
 
 FORMAT = "gaussdiff-model"
-FORMAT_VERSION = 2  # 2: sample shape, network and transform kinds; version 1 (vectors, an MLP) still loads
+# 2: sample shape, network and transform kinds, and (optional, absent = unconditional) the conditioning;
+# version 1 (vectors, an MLP) still loads.
+FORMAT_VERSION = 2
 WEIGHT_FILES = {"ema": "model.safetensors", "online": "online.safetensors"}
 DDPM_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # by variance_type
 
@@ -41,11 +43,33 @@ class SavedModel:
     transform: object  # a transforms.TRANSFORMS kind: data units <-> model units
     data_name: str
     variance_type: str = "fixed_small"  # of p(x_{t-1} | x_t): fixed_small, fixed_large or learned_range
+    conditioning: dict | None = None  # class_conditioning(...) of a class-conditional network; None: unconditional
 
     def __post_init__(self):
         check_variance_type(self.variance_type)
-        if self.variance_type == "learned_range" and not getattr(self.network, "config", {}).get("learn_variance"):
+        config = getattr(self.network, "config", {})
+        if self.variance_type == "learned_range" and not config.get("learn_variance"):
             raise InputError("variance_type learned_range needs a network with a variance head (learn_variance)")
+        if self.conditioning is not None:
+            check_conditioning(self.conditioning, config.get("num_classes", 0))
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names of a class-conditional model (index = label), else None."""
+        return self.conditioning["classes"] if self.conditioning else None
+
+    def class_index(self, name: str) -> int:
+        """The label of a class given by its name or its index (as text); InputError naming the known ones."""
+        classes = self.classes
+        if classes is None:
+            raise InputError("this model is not class-conditional (trained without --class-conditional): "
+                             "it takes no --class")
+        if name in classes:
+            return classes.index(name)
+        if name.lstrip("-").isdigit() and 0 <= int(name) < len(classes):
+            return int(name)
+        raise InputError(f"no class {name!r}: this model knows {len(classes)} classes, 0..{len(classes) - 1} = "
+                         f"{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}")
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -57,12 +81,14 @@ class SavedModel:
         x = self.transform.inverse(x.double())
         return self.transform.quantize(x) if self.transform.levels else x
 
-    def denoiser(self) -> Denoiser:
-        return as_denoiser(self.network, self.schedule, self.prediction_type)
+    def denoiser(self, cond: dict | None = None) -> Denoiser:
+        """x0_hat(x_t, t) of the network given ``cond`` (e.g. {"class": (B,) long}; None: unconditional)."""
+        return as_denoiser(self.network, self.schedule, self.prediction_type, **_cond_kwargs(cond))
 
-    def reverse_model(self) -> ReverseModel:
-        """(x_t, t) -> (x0_hat, log_var) with the model's own reverse variance (integer t in 1..T)."""
-        return as_reverse_model(self.network, self.schedule, self.prediction_type, self.variance_type)
+    def reverse_model(self, cond: dict | None = None) -> ReverseModel:
+        """(x_t, t) -> (x0_hat, log_var) with the model's own reverse variance (integer t in 1..T), given ``cond``."""
+        return as_reverse_model(self.network, self.schedule, self.prediction_type, self.variance_type,
+                                **_cond_kwargs(cond))
 
     @property
     def ddpm_variance(self) -> str:
@@ -80,7 +106,7 @@ class SavedModel:
             "variance_type": self.variance_type,
             "sample_shape": list(self.sample_shape),
             "data": {"name": self.data_name, "transform": self.transform.to_dict()},
-        }
+        } | ({"conditioning": self.conditioning} if self.conditioning else {})
 
     def save(self, folder, online: nn.Module | None = None) -> Path:
         """Write the folder whole into a temporary sibling, then swap it in (never half-written)."""
@@ -104,6 +130,31 @@ class SavedModel:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return folder
+
+
+def _cond_kwargs(cond: dict | None) -> dict:
+    return {"cond": cond} if cond else {}
+
+
+def class_conditioning(classes: list[str], label_dropout: float) -> dict:
+    """The ``conditioning`` field of a class-conditional model: its K classes' names, the null label K (the
+    unconditional model, trained on the ``label_dropout`` share of labels; 0: there is none)."""
+    return {"type": "class", "num_classes": len(classes), "classes": list(classes), "null_index": len(classes),
+            "label_dropout": label_dropout}
+
+
+def check_conditioning(conditioning: dict, num_classes: int) -> None:
+    """InputError unless ``conditioning`` is a class conditioning that agrees with the network's class embedding."""
+    try:
+        kind, K, classes = conditioning["type"], conditioning["num_classes"], conditioning["classes"]
+        null, dropout = conditioning["null_index"], float(conditioning["label_dropout"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"the model's conditioning lacks or mistypes field {e}") from None
+    if kind != "class":
+        raise InputError(f"unknown conditioning type {kind!r}; this gaussdiff knows: class")
+    if not (K == num_classes == len(classes) == null) or not 0 <= dropout < 1:
+        raise InputError(f"the model's conditioning ({K} classes named {len(classes)}, null label {null}, label "
+                         f"dropout {dropout}) does not match its network ({num_classes} classes)")
 
 
 def _state(module: nn.Module) -> dict:
@@ -176,12 +227,16 @@ def load_model(path, weights: str = "ema") -> SavedModel:
         data_name = str(config["data"]["name"])
         variance_type = config.get("variance_type", "fixed_small")  # absent: older files
         sample_shape = tuple(config["sample_shape"])
+        conditioning = config.get("conditioning")
     except (KeyError, TypeError) as e:
         raise InputError(f"{folder / 'config.json'} lacks or mistypes field {e}") from None
     _check_agreement(folder, network.config, schedule, transform, sample_shape)
     _load_weights(network, folder / WEIGHT_FILES[weights])
     network.eval().requires_grad_(False)
-    return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type)
+    try:
+        return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type, conditioning)
+    except InputError as e:
+        raise InputError(f"{folder / 'config.json'}: {e}") from None
 
 
 def _check_agreement(folder: Path, network: dict, schedule: NoiseSchedule, transform, sample_shape: tuple) -> None:

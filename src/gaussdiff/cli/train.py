@@ -49,6 +49,12 @@ TRAIN_HELP = {
     "image_size": "image folders: centre-crop and resize to this size (default: the images' own, if they share one)",
     "channels": "image folders: 1 (gray) or 3 (RGB) (default: 3 if any image has colour)",
     "pixel_range": "an image .npy of floats: the values that map to the darkest and brightest of 256 levels",
+    "class_conditional": "train on each sample's class (digits, an image folder's sub-folders, a built-in 2-D set's "
+                         "components, a table's --label-column), so that sample --class can ask for one",
+    "label_dropout": "class-conditional: the share of training labels replaced by the null label, which trains the "
+                     "unconditional model too (needed by --guidance; 0: none)",
+    "label_column": "class-conditional tables: the column of integer classes (a header name or a 0-based number); "
+                    "it is not modelled",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",

@@ -14,9 +14,9 @@ import torch
 from ..errors import InputError
 from ..transforms import Pixels, Standardize
 from . import digits
-from .files import load_array
+from .files import load_array, split_label_column
 from .images import is_image_source, read_images
-from .toys import BUILTIN, check_count_and_seed
+from .toys import BUILTIN, CLASSES, check_count_and_seed, labeled
 
 IMAGE_BUILTIN = ("digits",)  # built-in image sets (native size; the training split)
 
@@ -41,9 +41,13 @@ class Dataset:
     should not pay for the map every time)."""
 
     def __init__(self, data: torch.Tensor, transform, name: str, description: str,
-                 labels: torch.Tensor | None = None, classes: list[str] | None = None):
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None, conditional: bool = False):
         self.data, self.transform, self.name, self.description = data, transform, name, description
-        self.labels, self.classes = labels, classes
+        self.labels, self.classes, self.conditional = labels, classes, conditional
+        if conditional and labels is None:
+            raise InputError(f"class-conditional training needs class labels, and {name} has none: use digits, an "
+                             f"image folder with one sub-folder per class, a built-in 2-D set with classes "
+                             f"({', '.join(CLASSES)}), or a table with --label-column")
         self._model_units = None if transform.levels else transform.forward(data).float()
 
     @property
@@ -54,10 +58,10 @@ class Dataset:
         return len(self.data)
 
     def get(self, rows) -> Batch:
-        """The rows (a long tensor of indices) in model units, float32."""
-        if self._model_units is not None:
-            return Batch(self._model_units[rows])
-        return Batch(self.transform.forward(self.data[rows]).float())
+        """The rows (a long tensor of indices) in model units, float32, with their classes as cond["class"] when the
+        data set is conditional."""
+        x = self._model_units[rows] if self._model_units is not None else self.transform.forward(self.data[rows]).float()
+        return Batch(x, {"class": self.labels[rows]} if self.conditional else {})
 
 
 def is_builtin(name_or_path) -> bool:
@@ -70,46 +74,61 @@ def is_builtin(name_or_path) -> bool:
     return False
 
 
-def _digits(split: str) -> Dataset:
+def _digits(split: str, conditional: bool) -> Dataset:
     images, labels = digits.digits_split(split)
     return Dataset(torch.from_numpy(images), Pixels(images.shape[1:], digits.LEVELS), "digits",
                    f"built-in 'digits' ({split} split): {len(images)} images 1x8x8, {digits.LEVELS} levels",
-                   torch.from_numpy(labels), digits.CLASSES)
+                   torch.from_numpy(labels), digits.CLASSES, conditional)
 
 
-def _image_files(path: Path, image_size: int | None, channels: int | None, pixel_range) -> Dataset:
+def _image_files(path: Path, image_size: int | None, channels: int | None, pixel_range, conditional: bool) -> Dataset:
     found = read_images(path, image_size=image_size, channels=channels, pixel_range=pixel_range)
     if found.skipped:
         warnings.warn(f"{path}: skipped {len(found.skipped)} unreadable file(s), e.g. {found.skipped[0]}", stacklevel=3)
     labels = None if found.labels is None else torch.from_numpy(found.labels)
     return Dataset(torch.from_numpy(found.images), Pixels(found.images.shape[1:], found.levels), str(path.resolve()),
-                   found.source, labels, found.classes)
+                   found.source, labels, found.classes, conditional)
+
+
+def _rows(path: Path, label_column: str | None, conditional: bool) -> Dataset:
+    array, labels, classes, what = load_array(path), None, None, ""
+    if label_column is not None:
+        array, labels, classes = split_label_column(array, label_column, path)
+        labels, what = torch.from_numpy(labels), f", classes from column {label_column!r} ({len(classes)})"
+    array = torch.from_numpy(array)
+    return Dataset(array, Standardize.fit(array), str(path.resolve()),
+                   f"{path}: {array.shape[0]} rows x {array.shape[1]} features, standardized{what}", labels, classes,
+                   conditional)
 
 
 def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 0, *, image_size: int | None = None,
-                 channels: int | None = None, pixel_range=None) -> Dataset:
+                 channels: int | None = None, pixel_range=None, class_conditional: bool = False,
+                 label_column: str | None = None) -> Dataset:
     """The data set a model trains on.
 
     A built-in 2-D name gives n fresh points under seed, already in their own units (identity map); 'digits' its
     1,500 training images; a folder of images or a .npy of images (N, H, W[, C]) or (N, C, H, W) is read by
     :func:`images.read_images` (``image_size``, ``channels``, ``pixel_range``); any other argument is a .npy or
-    .csv file of rows, standardized per feature (n and seed unused).
+    .csv file of rows, standardized per feature (n and seed unused), without its ``label_column`` when one is named.
+    ``class_conditional``: batches carry the classes (digits', an image folder's sub-folders, a built-in's, the label
+    column's) as cond["class"].
     """
+    if label_column is not None and (is_builtin(name_or_path) or is_image_source(name_or_path)):
+        raise InputError(f"--label-column applies to .csv and .npy files of rows, not to {name_or_path}")
     if (image_size or channels or pixel_range) and (is_builtin(name_or_path) or not is_image_source(name_or_path)):
         raise InputError(f"--image-size, --channels and --pixel-range apply to image folders and image .npy files, "
                          f"not to {name_or_path}" + (" (1x8x8, 17 levels)" if name_or_path in IMAGE_BUILTIN else ""))
     if is_builtin(name_or_path):
         if name_or_path in IMAGE_BUILTIN:
-            return _digits("train")
-        x = BUILTIN[name_or_path](n, seed)
+            return _digits("train", class_conditional)
+        x, labels = labeled(name_or_path, n, seed)
         return Dataset(x, Standardize.identity(x.shape[1]), name_or_path,
-                       f"built-in {name_or_path!r}: {n} points, seed {seed}, standardized units")
+                       f"built-in {name_or_path!r}: {n} points, seed {seed}, standardized units", labels,
+                       CLASSES.get(name_or_path), class_conditional)
     path = Path(name_or_path)
     if is_image_source(path):
-        return _image_files(path, image_size, channels, pixel_range)
-    array = torch.from_numpy(load_array(path))
-    return Dataset(array, Standardize.fit(array), str(path.resolve()),
-                   f"{path}: {array.shape[0]} rows x {array.shape[1]} features, standardized")
+        return _image_files(path, image_size, channels, pixel_range, class_conditional)
+    return _rows(path, label_column, class_conditional)
 
 
 def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,

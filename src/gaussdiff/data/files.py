@@ -106,6 +106,41 @@ def load_array(path: str | os.PathLike) -> np.ndarray:
     return array
 
 
+def csv_header(path: str | os.PathLike) -> list[str] | None:
+    """The column names of a .csv file whose first non-empty line holds no number (None without one, and for .npy)."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read as text ({_one_line(e)})") from None
+    cells = [c.strip() for c in first.split(",")]
+    return None if any(_is_number(c) for c in cells) else cells
+
+
+def split_label_column(array: np.ndarray, column: str, path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(the features without ``column``, labels (N,) int64 indexing classes, classes: the column's distinct integer
+    values in increasing order, as text). ``column`` is a header name, or a 0-based column number."""
+    header = csv_header(path)
+    if header is not None and column in header:
+        j = header.index(column)
+    elif column.isdigit() and int(column) < array.shape[1]:
+        j = int(column)
+    else:
+        names = f"its columns are {', '.join(header)}" if header else f"it has {array.shape[1]} columns, 0-based"
+        raise InputError(f"{path}: no label column {column!r} ({names})")
+    values = array[:, j]
+    if not np.array_equal(values, np.round(values)):
+        raise InputError(f"{path}: label column {column!r} holds non-integer values (e.g. {values[values != np.round(values)][0]!r}); "
+                         "class labels must be integers")
+    if array.shape[1] < 2:
+        raise InputError(f"{path}: the label column {column!r} is its only column; nothing is left to model")
+    distinct, labels = np.unique(values.astype(np.int64), return_inverse=True)
+    return np.delete(array, j, axis=1), labels.astype(np.int64), [str(v) for v in distinct]
+
+
 def _write_csv(f, array: np.ndarray) -> None:
     """Write rows as comma-separated shortest round-trip reprs of float64."""
     f.write("".join(",".join(map(repr, row)) + "\n" for row in array.tolist()).encode())

@@ -13,35 +13,39 @@ from sklearn.datasets import make_circles, make_moons, make_swiss_roll
 from ..errors import check_int
 
 # ---------------------------------------------------------------------------------------------
-# Built-in 2-D datasets. Each raw sampler maps (n, seed) to a float64 array (n, 2).
+# Built-in 2-D datasets. Each raw sampler maps (n, seed) to a float64 array (n, 2) and the points' classes (n,) where
+# the data set has them (None where not); CLASSES names them.
 
 _S = 1 / math.sqrt(2)
 # FFJORD's 8 Gaussians: center = 4 * direction, point = (center + 0.5 * N(0, I)) / 1.414.
 _8G_DIRECTIONS = np.array([(1, 0), (-1, 0), (0, 1), (0, -1),
                            (_S, _S), (_S, -_S), (-_S, _S), (-_S, -_S)])
 _8G_RADIUS, _8G_STD, _8G_SCALE = 4.0, 0.5, 1.414
+CLASSES = {"moons": ["upper", "lower"], "circles": ["outer", "inner"],
+           "8gaussians": ["E", "W", "N", "S", "NE", "SE", "NW", "SW"],  # as _8G_DIRECTIONS
+           "pinwheel": [f"arm{k}" for k in range(5)]}
 
 
 def _moons_raw(n: int, seed: int) -> np.ndarray:
-    """sklearn's two moons with noise 0.05."""
-    return make_moons(n, noise=0.05, random_state=seed)[0]
+    """sklearn's two moons with noise 0.05 (classes: the upper and the lower moon)."""
+    return make_moons(n, noise=0.05, random_state=seed)
 
 
 def _swiss_roll_raw(n: int, seed: int) -> np.ndarray:
     """sklearn's swiss roll with noise 0.5, coordinates (x, z)."""
-    return make_swiss_roll(n, noise=0.5, random_state=seed)[0][:, [0, 2]]
+    return make_swiss_roll(n, noise=0.5, random_state=seed)[0][:, [0, 2]], None
 
 
 def _circles_raw(n: int, seed: int) -> np.ndarray:
-    """sklearn's two circles with noise 0.05 and radius ratio 0.5."""
-    return make_circles(n, noise=0.05, factor=0.5, random_state=seed)[0]
+    """sklearn's two circles with noise 0.05 and radius ratio 0.5 (classes: the outer and the inner circle)."""
+    return make_circles(n, noise=0.05, factor=0.5, random_state=seed)
 
 
 def _eight_gaussians_raw(n: int, seed: int) -> np.ndarray:
-    """FFJORD's 8 Gaussians: (4 * direction_k + 0.5 * N(0, I)) / 1.414, k uniform on 0..7."""
+    """FFJORD's 8 Gaussians: (4 * direction_k + 0.5 * N(0, I)) / 1.414, k uniform on 0..7 (the classes)."""
     rng = np.random.default_rng(seed)
     k = rng.integers(8, size=n)
-    return (_8G_RADIUS * _8G_DIRECTIONS[k] + _8G_STD * rng.standard_normal((n, 2))) / _8G_SCALE
+    return (_8G_RADIUS * _8G_DIRECTIONS[k] + _8G_STD * rng.standard_normal((n, 2))) / _8G_SCALE, k
 
 
 def _checkerboard_raw(n: int, seed: int) -> np.ndarray:
@@ -50,18 +54,18 @@ def _checkerboard_raw(n: int, seed: int) -> np.ndarray:
     x1 = rng.uniform(-2, 2, n)
     # x2 in [0, 1) or [-2, -1), shifted up by 1 where floor(x1) is odd.
     x2 = rng.uniform(0, 1, n) - 2 * rng.integers(0, 2, n) + np.floor(x1) % 2
-    return 2 * np.stack([x1, x2], axis=1)
+    return 2 * np.stack([x1, x2], axis=1), None
 
 
 def _pinwheel_raw(n: int, seed: int) -> np.ndarray:
-    """FFJORD's pinwheel (5 arms, radial std 0.3, tangential std 0.1, rate 0.25), arms balanced."""
+    """FFJORD's pinwheel (5 arms, radial std 0.3, tangential std 0.1, rate 0.25), arms balanced (the classes)."""
     rng = np.random.default_rng(seed)
     arm = rng.permutation(n) % 5
     f = rng.standard_normal((n, 2)) * [0.3, 0.1] + [1.0, 0.0]
     a = 2 * np.pi * arm / 5 + 0.25 * np.exp(f[:, 0])
     # FFJORD's row vector times [[cos a, -sin a], [sin a, cos a]], then times 2.
     return 2 * np.stack([f[:, 0] * np.cos(a) + f[:, 1] * np.sin(a),
-                         -f[:, 0] * np.sin(a) + f[:, 1] * np.cos(a)], axis=1)
+                         -f[:, 0] * np.sin(a) + f[:, 1] * np.cos(a)], axis=1), arm
 
 
 _PI2 = math.pi**2
@@ -104,8 +108,7 @@ def _standardized(name: str):
     raw, mean, std = _RAW[name]
 
     def sample(n: int, seed: int = 0) -> torch.Tensor:
-        check_count_and_seed(n, seed)
-        return torch.from_numpy((raw(n, seed) - np.array(mean)) / np.array(std)).float()
+        return labeled(name, n, seed)[0]
 
     sample.__name__ = name
     sample.__doc__ = f"{raw.__doc__[:-1]}, standardized per axis; float32 (n, 2), fixed by seed."
@@ -113,6 +116,16 @@ def _standardized(name: str):
 
 
 BUILTIN = {name: _standardized(name) for name in _RAW}
+
+
+def labeled(name: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(float32 (n, 2) points of built-in ``name`` in its standardized units, their classes as indices into
+    CLASSES[name], long (n,), or None for a data set without classes), fixed by seed."""
+    check_count_and_seed(n, seed)
+    raw, mean, std = _RAW[name]
+    x, labels = raw(n, seed)
+    return (torch.from_numpy((x - np.array(mean)) / np.array(std)).float(),
+            None if labels is None else torch.from_numpy(np.asarray(labels)).long())
 
 
 def eight_gaussians_params() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

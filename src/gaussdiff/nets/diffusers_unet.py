@@ -25,7 +25,8 @@ import torch
 from ..diffusers_config import write_scheduler_config
 from ..errors import InputError, check_int
 from .adapter import ForeignModel
-from .unet import UNet, _size_error
+from .embedding import class_labels
+from .unet import _size_error, check_inputs
 
 KIND = "diffusers_unet2d"
 # UNet2DModel arguments; "digits" matches gaussdiff's UNet "digits" preset (687,937 parameters on 1x8x8 in both: two
@@ -98,9 +99,6 @@ class DiffusersUNet2D(ForeignModel):
     """forward(x_t (B, C, H, W), t (B,) float in our index 0..T, cond=None) -> (B, C, H, W), or (B, 2 C, H, W) with
     ``learn_variance``: ``unet(x_t, t - 1, class_labels=...).sample`` of a diffusers UNet2DModel (module doc)."""
 
-    _check_inputs = UNet._check_inputs  # shape of x, and no condition key the network does not consume
-    _labels = UNet._labels  # cond["class"] checked, or the null label K
-
     def __init__(self, sample_shape, num_train_timesteps: int, unet: dict | None = None,
                  learn_variance: bool = False, num_classes: int = 0):
         shape = [check_int("sample_shape entry", s, 1) for s in sample_shape]
@@ -134,9 +132,9 @@ class DiffusersUNet2D(ForeignModel):
         return self.module
 
     def forward(self, x: torch.Tensor, t, cond: dict | None = None) -> torch.Tensor:
-        self._check_inputs(x, cond)
+        check_inputs(x, cond, self.config)
         t = _check_time(t, x)
-        labels = self._labels(cond, x.shape[0], x.device) if self.config["num_classes"] else None
+        labels = class_labels(cond, x.shape[0], self.config["num_classes"], x.device) if self.config["num_classes"] else None
         return super().forward(x, t, labels)  # the UNet2DModel receives t - 1
 
 

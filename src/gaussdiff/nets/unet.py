@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import InputError, check_int
-from .embedding import SinusoidalEmbedding
+from .embedding import SinusoidalEmbedding, check_cond_keys, class_labels
 
 # Architectures without the data's shape; ``unet_config`` adds sample_shape and T. "digits" is chosen for a 2-core CPU
 # by benchmarks/unet_shapes.py and a pilot (benchmarks/RESULTS.md, "Images: the digits"): at batch 64 on 8x8, two
@@ -95,6 +95,16 @@ def unet_config(sample_shape, num_train_timesteps: int, preset: str = "digits", 
     if unknown:
         raise InputError(f"unknown UNet option(s) {', '.join(unknown)}; known: {', '.join(sorted(args))}")
     return _make_config(sample_shape, num_train_timesteps, **(args | overrides))
+
+
+def check_inputs(x: torch.Tensor, cond: dict | None, config: dict) -> None:
+    """InputError for an image batch of another shape than the network's ``config`` names, or a condition key it does
+    not consume."""
+    shape = config["sample_shape"]
+    if x.ndim != 4 or list(x.shape[1:]) != shape:
+        raise InputError(f"this {config['kind']} network takes x of shape (B, {', '.join(map(str, shape))}), "
+                         f"got {tuple(x.shape)}")
+    check_cond_keys(cond, config["cond_keys"], config["kind"])
 
 
 class ResBlock(nn.Module):
@@ -253,35 +263,11 @@ class UNet(nn.Module):
             features = self.sinusoid(t.expand(batch))
         emb = self.time_mlp(features)
         if self.class_emb is not None:
-            emb = emb + self.class_emb(self._labels(cond, batch, emb.device))
+            emb = emb + self.class_emb(class_labels(cond, batch, self.config["num_classes"], emb.device))
         return emb
 
-    def _labels(self, cond: dict | None, batch: int, device) -> torch.Tensor:
-        """cond["class"] checked to be long (B,) in 0..K, or the null label K for every sample without it."""
-        K = self.config["num_classes"]
-        labels = (cond or {}).get("class")
-        if labels is None:
-            return torch.full((batch,), K, dtype=torch.long, device=device)
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (batch,):
-            got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise InputError(f"cond['class'] must be a long tensor of shape ({batch},), got {got}")
-        if ((labels < 0) | (labels > K)).any():
-            raise InputError(f"cond['class'] values must lie in 0..{K} ({K} = no class), got "
-                             f"{labels.min().item()}..{labels.max().item()}")
-        return labels.to(device)
-
-    def _check_inputs(self, x: torch.Tensor, cond: dict | None) -> None:
-        """InputError for a sample of another shape or a condition key this network does not consume."""
-        shape = self.config["sample_shape"]
-        if x.ndim != 4 or list(x.shape[1:]) != shape:
-            raise InputError(f"this UNet takes x of shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-        unknown = sorted(set(cond or {}) - set(self.config["cond_keys"]))
-        if unknown:
-            uses = ", ".join(self.config["cond_keys"]) or "none"
-            raise InputError(f"this UNet does not consume condition key(s) {', '.join(unknown)}; it uses: {uses}")
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
-        self._check_inputs(x, cond)
+        check_inputs(x, cond, self.config)
         emb = self.embedding(t, cond, x.shape[0])
         h = self.conv_in(x)
         skips = [h]

@@ -45,14 +45,18 @@ class GlobalBatches:
             self._epoch, self._order = epoch, torch.tensor(list(self.sampler))
         return self._order[k * self.local:(k + 1) * self.local]
 
-    def t_and_noise(self, step: int, T: int, sample_shape: tuple[int, ...], t_sampler=None):
-        """t, eps ~ N(0, I) and the importance weights of t for the global batch, this rank's slice.
+    def t_and_noise(self, step: int, T: int, sample_shape: tuple[int, ...], t_sampler=None, label_dropout: float = 0.0):
+        """t, eps ~ N(0, I), the importance weights of t and the label-dropout draws (bool: True where the class is
+        replaced by the null label; None when ``label_dropout`` is 0) for the global batch, this rank's slice.
 
-        t ~ U{1..T} (weights 1), or from ``t_sampler.sample(B, generator)`` (weights 1 / (T p_t))."""
+        t ~ U{1..T} (weights 1), or from ``t_sampler.sample(B, generator)`` (weights 1 / (T p_t)); the dropout draws
+        come after t and eps from the same (seed, step) generator, so runs without it draw what they always did."""
         g = step_generator(self.seed, step)
         if t_sampler is None:
             t, w = torch.randint(1, T + 1, (self.batch_size,), generator=g), torch.ones(self.batch_size)
         else:
             t, w = t_sampler.sample(self.batch_size, g)
         eps = torch.randn((self.batch_size, *sample_shape), generator=g)
-        return t[self.rank::self.world], eps[self.rank::self.world], w[self.rank::self.world].float()
+        dropped = torch.rand(self.batch_size, generator=g) < label_dropout if label_dropout else None
+        mine = slice(self.rank, None, self.world)
+        return t[mine], eps[mine], w[mine].float(), None if dropped is None else dropped[mine]

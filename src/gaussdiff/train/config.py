@@ -59,6 +59,9 @@ class TrainConfig:
     image_size: int | None = None  # image folders: centre-crop and resize to this size (None: the images' own)
     channels: int | None = None  # image folders: 1 (gray) or 3 (RGB); None: 3 if any image has colour
     pixel_range: list | None = None  # an image .npy of floats: [lo, hi], mapped onto the levels 0..255
+    class_conditional: bool = False  # the network sees each sample's class (cond["class"])
+    label_dropout: float = 0.1  # class-conditional: the share of labels replaced by the null one (0: no guidance)
+    label_column: str | None = None  # tables: the column (header name or 0-based number) holding integer classes
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
     compile: bool = False  # torch.compile the network
@@ -104,6 +107,10 @@ class TrainConfig:
             raise InputError(f"preview-every must be >= 0 (0: no previews), got {self.preview_every}")
         if self.preview_every and not images:
             raise InputError("preview-every draws grids of images; for vector data use gaussdiff plot RUN")
+        if not 0 <= self.label_dropout < 1:
+            raise InputError(f"label-dropout must lie in [0, 1), got {self.label_dropout}")
+        if self.label_column is not None and not self.class_conditional:
+            raise InputError("--label-column names the classes of class-conditional training; add --class-conditional")
         if self.channels not in (None, 1, 3):
             raise InputError(f"channels must be 1 (gray) or 3 (RGB), got {self.channels}")
         check_prediction_type(self.prediction_type)
@@ -128,7 +135,7 @@ CHOICES = {"lr_schedule": ("cosine", "constant"), "device": ("auto", "cpu", "cud
 # Changing one of these changes the model or its data: a resume that does so is refused.
 MODEL_FIELDS = ("data", "n_data", "seed", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
                 "prediction_type", "variance_type", "network", "width", "depth", "emb_dim", "image_size", "channels",
-                "pixel_range")
+                "pixel_range", "class_conditional", "label_dropout", "label_column")
 NETWORK_KINDS = ("auto", "mlp", "unet", "diffusers_unet2d")  # auto: the MLP for vectors, the UNet for images
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -142,6 +149,9 @@ def check_network_section(network: dict) -> None:
     kind = network.get("kind", "auto")
     if kind not in NETWORK_KINDS:
         raise InputError(f"unknown network kind {kind!r}; known: {', '.join(NETWORK_KINDS)}")
+    if "num_classes" in network:
+        raise InputError("the network section cannot set num_classes: --class-conditional sizes the class embedding "
+                         "from the data's classes")
     if kind == "mlp" and set(network) - {"kind"}:
         raise InputError(f"the mlp network is sized by --width, --depth and --emb-dim; the network section holds "
                          f"{', '.join(sorted(set(network) - {'kind'}))}")

@@ -24,7 +24,7 @@ from ..data import load_dataset
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, training_loss
 from ..nets import build_network, diffusers_unet2d_config, unet_config
-from ..saved import SavedModel
+from ..saved import SavedModel, class_conditioning
 from ..schedule import make_schedule
 from . import distributed
 from .batches import GlobalBatches
@@ -134,8 +134,16 @@ class Learner:
         return state["step"], state["elapsed_s"]
 
 
-def network_config(cfg: TrainConfig, sample_shape: tuple[int, ...], T: int) -> dict:
-    """The full config of the network ``cfg`` asks for (kind auto: the MLP for vectors, the UNet for images)."""
+def with_null_labels(cond: dict, dropped: torch.Tensor | None, null: int) -> dict:
+    """``cond`` with cond["class"] replaced by the null label where ``dropped`` (label dropout, Ho & Salimans)."""
+    if dropped is None:
+        return cond
+    return cond | {"class": torch.where(dropped.to(cond["class"].device), null, cond["class"])}
+
+
+def network_config(cfg: TrainConfig, sample_shape: tuple[int, ...], T: int, num_classes: int = 0) -> dict:
+    """The full config of the network ``cfg`` asks for (kind auto: the MLP for vectors, the UNet for images), with a
+    class embedding for ``num_classes`` classes (and the null label) when that is positive."""
     section = dict(cfg.network)
     kind = section.pop("kind", "auto")
     if kind == "auto":
@@ -143,9 +151,9 @@ def network_config(cfg: TrainConfig, sample_shape: tuple[int, ...], T: int) -> d
     learn_variance = cfg.variance_type == "learned_range"
     if kind == "mlp":
         return dict(kind="mlp", sample_shape=list(sample_shape), num_train_timesteps=T, width=cfg.width,
-                    depth=cfg.depth, emb_dim=cfg.emb_dim, learn_variance=learn_variance)
+                    depth=cfg.depth, emb_dim=cfg.emb_dim, learn_variance=learn_variance, num_classes=num_classes)
     make = diffusers_unet2d_config if kind == "diffusers_unet2d" else unet_config
-    return make(list(sample_shape), T, learn_variance=learn_variance, **section)
+    return make(list(sample_shape), T, learn_variance=learn_variance, **section, num_classes=num_classes)
 
 
 def claim_run_folder(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool,
@@ -170,11 +178,14 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels,
-                        pixel_range=cfg.pixel_range)
+                        pixel_range=cfg.pixel_range, class_conditional=cfg.class_conditional,
+                        label_column=cfg.label_column)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
     T = schedule.T
-    network = network_config(cfg, data.sample_shape, T)  # a bad network option fails here, before the run folder
+    num_classes = len(data.classes) if data.conditional else 0
+    network = network_config(cfg, data.sample_shape, T, num_classes)  # a bad option fails here, before the run folder
+    label_dropout = cfg.label_dropout if num_classes else 0.0
 
     with ExitStack() as stack:
         run = claim_run_folder(cfg, procs, overwrite, resume, stack)
@@ -195,7 +206,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
 
         def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
             return SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
-                              cfg.variance_type)
+                              cfg.variance_type, class_conditioning(data.classes, label_dropout) if num_classes else None)
 
         def checkpoint() -> Path | None:
             state = learner.state_dict(step, time.perf_counter() - start)
@@ -213,15 +224,17 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            x = data.get(batches.rows(step)).x.to(device)
-            t, eps, weights = batches.t_and_noise(step, T, data.sample_shape, t_sampler)
+            batch = data.get(batches.rows(step)).to(device)
+            t, eps, weights, dropped = batches.t_and_noise(step, T, data.sample_shape, t_sampler, label_dropout)
+            x, cond = batch.x, with_null_labels(batch.cond, dropped, num_classes)
             opt.zero_grad(set_to_none=True)
             seen = []  # per-sample losses for the importance sampler of t
             for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
                 part = slice(i * micro, (i + 1) * micro)
                 with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
                     loss, vlb = training_loss(forward, x[part], schedule, cfg.prediction_type, cfg.loss_type,
-                                              cfg.variance_type, t=t[part], eps=eps[part].to(device))
+                                              cfg.variance_type, t=t[part], eps=eps[part].to(device),
+                                              **({"cond": {k: v[part] for k, v in cond.items()}} if cond else {}))
                 # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
                 scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
                 log.add(loss.detach(), t[part])
