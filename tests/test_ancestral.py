@@ -95,7 +95,7 @@ def test_one_respaced_step_draws_from_the_bayes_posterior(variance):
         return x0_hat
 
     out = ddpm(den, x_t, s, [t, s_, 0], generator=torch.Generator().manual_seed(1), variance=variance,
-               callback=lambda tt, x: states.append((float(tt), x.clone())))
+               callback=lambda i, tt, x, x0_hat: states.append((float(tt), x.clone())))
     z = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)  # the same draw
     expected = c0 * x0_hat + ct * x_t + math.sqrt(var) * z
     assert calls == [t, s_] and [st for st, _ in states] == [s_, 0]

@@ -67,7 +67,7 @@ def run_cli(*args):
                f"{DATA_DEFAULTS['lr'][1]} for images)", f"(default: {TrainConfig.data})",
                f"(default: {TrainConfig.beta_schedule})", f"(default: {TrainConfig.num_train_timesteps})",
                f"(default: {TrainConfig.prediction_type})", f"(default: {TrainConfig.lr_schedule})", "--overwrite"]),
-    ("sample", ["number of samples (default: 1000)", "(default: ddpm)", "(default: trailing)", "(default: ema)",
+    ("sample", ["(default: 1000, with --init 1)", "(default: ddpm)", "(default: trailing)", "(default: ema)",
                 "(default: the model's variance_type)", "(default: 10000)"]),
     ("plot", ["points per picture (default: 2000)", "sampling seed (default: 0)"]),
 ])

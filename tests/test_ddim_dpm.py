@@ -116,7 +116,7 @@ def run_diffusers(ref, x_T, **step_kw):
 def run_ours(fn, linear, x_T, K):
     den = as_denoiser(lambda x, t: fake_eps(x, (t - 1)[:, None]), linear, "epsilon")  # our t = i + 1
     traj = []
-    fn(den, x_T.clone(), linear, timestep_grid(linear, K, "trailing"), callback=lambda s, x: traj.append(x))
+    fn(den, x_T.clone(), linear, timestep_grid(linear, K, "trailing"), callback=lambda i, s, x, x0_hat: traj.append(x))
     return traj
 
 

@@ -99,7 +99,7 @@ def test_callback_times_nfe_and_one_step(schedule):
     x_T = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     grid = timestep_grid(schedule, 20)
     seen, stats = [], {}
-    out = pf_ode(den, x_T, schedule, grid, callback=lambda t, x: seen.append((float(t), x)), stats=stats)
+    out = pf_ode(den, x_T, schedule, grid, callback=lambda i, t, x, x0_hat: seen.append((float(t), x)), stats=stats)
     assert [t for t, _ in seen] == grid[1:].tolist()
     assert torch.equal(seen[-1][1], out)
     assert stats["nfe"] == len(calls) > 20 and calls[-1] == grid[-2].item()  # the last call is x0_hat at t_min

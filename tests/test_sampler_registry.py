@@ -28,22 +28,23 @@ def run(tmp_path_factory):
     return out
 
 
-def shrink(denoiser, x_T, schedule, grid, *, generator=None, scale: float = 1.0, callback=None):
+def shrink(denoiser, x_T, schedule, grid, *, generator=None, scale: float = 1.0, project=None, callback=None):
     """A new sampler for the tests: ``scale`` times DDIM's output."""
-    return scale * ddim(denoiser, x_T, schedule, grid, callback=callback)
+    return scale * ddim(denoiser, x_T, schedule, grid, project=project, callback=callback)
 
 
 # --- the declarations ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_every_registered_sampler_meets_the_contract(name):
-    """Registered under its own name; sample(denoiser, x_T, schedule, grid, *, generator=None, ...) with its
-    declared options keyword-only, each with a default."""
+    """Registered under its own name; sample(denoiser, x_T, schedule, grid, *, generator=None, project=None,
+    callback=None, ...) with its declared options keyword-only, each with a default."""
     spec = SAMPLERS[name]
     assert spec.name == name and get_sampler(name) is spec
     params = inspect.signature(spec.fn).parameters
     assert list(params)[:4] == ["denoiser", "x_T", "schedule", "grid"]
-    assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY and params["generator"].default is None
+    for keyword in ("generator", "project", "callback"):
+        assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY and params[keyword].default is None
     for option in spec.options:
         assert params[option.name].kind is inspect.Parameter.KEYWORD_ONLY
         assert params[option.name].default is not inspect.Parameter.empty
@@ -62,6 +63,17 @@ def test_the_declared_options_and_traits():
         False, False, True]
     assert not any(SAMPLERS[n].needs_reverse_model({"eta": 1.0}) for n in SAMPLERS if n != "ddpm")
     assert (SAMPLERS["ddim"].default("eta"), SAMPLERS["pf_ode"].default("rtol")) == (0.0, 1e-5)
+    assert [name for name, spec in SAMPLERS.items() if not spec.projects] == ["pf_ode"]
+    assert {name: spec.nfe and spec.nfe(7) for name, spec in SAMPLERS.items()} == {
+        "ddpm": 7, "ddim": 7, "dpmpp_2m": 7, "dpmpp_3m": 7, "euler": 7, "heun": 13, "pf_ode": None}
+
+
+def test_a_spec_refuses_a_function_without_the_contracts_keywords():
+    def no_project(denoiser, x_T, schedule, grid, *, generator=None, callback=None):
+        return x_T
+
+    with pytest.raises(TypeError, match="sampler mine: no_project lacks the keyword-only project=None"):
+        SamplerSpec("mine", no_project)
 
 
 def test_a_spec_refuses_an_option_its_function_does_not_take():
@@ -72,10 +84,10 @@ def test_a_spec_refuses_an_option_its_function_does_not_take():
 
 
 def test_options_by_name_merges_equal_declarations_and_refuses_clashing_ones():
-    def other(denoiser, x_T, schedule, grid, *, generator=None, scale: float = 1.0):
+    def other(denoiser, x_T, schedule, grid, *, generator=None, scale: float = 1.0, project=None, callback=None):
         return x_T
 
-    def clash(denoiser, x_T, schedule, grid, *, generator=None, scale: float = 2.0):
+    def clash(denoiser, x_T, schedule, grid, *, generator=None, scale: float = 2.0, project=None, callback=None):
         return x_T
 
     scale = Option("scale", float, "-")

@@ -42,7 +42,7 @@ def ode_error(fn, gauss, schedule, grid) -> float:
     """Relative sd error of the sampler's state at grid[-2] (the last t > 0) against the exact flow."""
     states = []
     x_T = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
-    fn(gauss.denoiser(schedule), x_T, schedule, grid, callback=lambda t, x: states.append(x[:, 0].clone()))
+    fn(gauss.denoiser(schedule), x_T, schedule, grid, callback=lambda i, t, x, x0_hat: states.append(x[:, 0].clone()))
     x = states[-2]
     return (x[1] - x[0]).item() / (flow_sd(schedule, grid[-2]) / flow_sd(schedule, grid[0])) - 1
 

@@ -52,7 +52,7 @@ def ours(fn, schedule, grid, x_T, scale_to_y):
     den = as_denoiser(lambda x, t: fake_eps(x, schedule.sigma_at(t)[:, None]), schedule, "epsilon")
     traj = []
     to_y = (lambda t: schedule.alpha_bar_at(t).sqrt()) if scale_to_y else (lambda t: 1.0)
-    fn(den, x_T.clone(), schedule, grid, callback=lambda t, x: traj.append(x / to_y(t)))
+    fn(den, x_T.clone(), schedule, grid, callback=lambda i, t, x, x0_hat: traj.append(x / to_y(t)))
     return traj
 
 

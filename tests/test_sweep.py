@@ -132,8 +132,8 @@ def test_the_registry_not_an_option_name_says_which_sampler_is_adaptive(monkeypa
     found by probing); one the registry calls adaptive, with no option at all, runs once on the full grid."""
     model, _ = oracle_model(Standardize.identity(2))
 
-    def ddim_with_rtol(denoiser, x_T, schedule, grid, *, generator=None, rtol=1e-5, callback=None):
-        return ddim(denoiser, x_T, schedule, grid, callback=callback)
+    def ddim_with_rtol(denoiser, x_T, schedule, grid, *, generator=None, rtol=1e-5, project=None, callback=None):
+        return ddim(denoiser, x_T, schedule, grid, project=project, callback=callback)
 
     monkeypatch.setitem(SAMPLERS, "ddim_rtol", SamplerSpec("ddim_rtol", ddim_with_rtol, (Option("rtol", float, "-"),)))
     monkeypatch.setitem(SAMPLERS, "ddim_adaptive", SamplerSpec("ddim_adaptive", ddim, adaptive=True))

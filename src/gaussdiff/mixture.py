@@ -5,6 +5,9 @@ If x_0 ~ sum_k w_k N(m_k, C_k), then x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps i
 and, with r_k(x_t) the responsibilities under that marginal,
     E[x_0 | x_t] = sum_k r_k(x_t) (m_k + sqrt(abar) C_k S_k^{-1} (x_t - sqrt(abar) m_k)),  S_k = abar C_k + (1-abar) I
 This exact denoiser is the yardstick for every sampler and likelihood test. All in float64.
+
+The oracles of conditioning: ``component(k)`` is the exact class-conditional model when the classes are the
+components, and ``condition(mask, x_known)`` the exact p(x_u | x_o), again a mixture (o: known, u: unknown).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, check_int
 from .param import Denoiser, eps_from_x0, score_from_x0
 from .schedule import NoiseSchedule
 
@@ -42,6 +45,55 @@ class GaussianMixture:
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         x = self.means[labels] + torch.einsum("nij,nj->ni", self._chol[labels], z)
         return (x, labels) if return_labels else x
+
+    def component(self, k: int) -> "GaussianMixture":
+        """The k-th component alone, N(m_k, C_k) (weight 1)."""
+        k = check_int("component index", k, 0, len(self.weights) - 1)
+        return GaussianMixture(torch.ones(1, dtype=torch.float64), self.means[k:k + 1], self.covs[k:k + 1])
+
+    def _known_unknown(self, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices of the known coordinates, of the unknown ones) of a (D,) mask, True / 1 = known."""
+        mask = torch.as_tensor(mask)
+        if mask.shape != (self.dim,):
+            raise InputError(f"mask must have shape ({self.dim},) (True = known), got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+            raise InputError("mask must be boolean or 0/1 (1 = known)")
+        mask = mask.to(torch.bool)
+        return mask.nonzero().flatten(), (~mask).nonzero().flatten()
+
+    def marginal_over(self, mask) -> "GaussianMixture":
+        """The law of the known coordinates (mask True): sum_k w_k N(m_k,o, C_k,oo)."""
+        o, _ = self._known_unknown(mask)
+        if len(o) == 0:
+            raise InputError("mask has no known coordinate: there is no marginal to take")
+        return GaussianMixture(self.weights, self.means[:, o], self.covs[:, o][:, :, o])
+
+    def condition(self, mask, x_known) -> "GaussianMixture":
+        """The exact p(x_u | x_o = x_known[o]) over the unknown coordinates u (mask False), a mixture:
+            w_k' propto w_k N(x_o; m_k,o, C_k,oo)
+            m_k'  = m_k,u + C_k,uo C_k,oo^{-1} (x_o - m_k,o)
+            C_k'  = C_k,uu - C_k,uo C_k,oo^{-1} C_k,ou
+        computed with L_k L_k^T = C_k,oo, A_k = L_k^{-1} C_k,ou, z_k = L_k^{-1} (x_o - m_k,o):
+        m_k' = m_k,u + A_k^T z_k, C_k' = C_k,uu - A_k^T A_k, log w_k' = log w_k + log N(...) normalized in log space.
+        ``x_known`` (D,): its unknown entries are ignored. All unknown: the mixture itself; all known: InputError."""
+        o, u = self._known_unknown(mask)
+        if len(u) == 0:
+            raise InputError("mask marks every coordinate known: nothing is left to condition")
+        if len(o) == 0:
+            return GaussianMixture(self.weights, self.means, self.covs)
+        x_known = torch.as_tensor(x_known, dtype=torch.float64)
+        if x_known.shape != (self.dim,):
+            raise InputError(f"x_known must have shape ({self.dim},), got {tuple(x_known.shape)}")
+        if not torch.isfinite(x_known[o]).all():
+            raise InputError("x_known has a NaN or infinite value at a known coordinate")
+        L = torch.linalg.cholesky(self.covs[:, o][:, :, o])  # (K, O, O)
+        A = torch.linalg.solve_triangular(L, self.covs[:, o][:, :, u], upper=False)  # (K, O, U)
+        z = torch.linalg.solve_triangular(L, (x_known[o] - self.means[:, o]).unsqueeze(-1), upper=False)  # (K, O, 1)
+        means = self.means[:, u] + (A.transpose(1, 2) @ z).squeeze(-1)
+        covs = self.covs[:, u][:, :, u] - A.transpose(1, 2) @ A
+        log_det = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        log_w = torch.log(self.weights) - 0.5 * (z.pow(2).sum((1, 2)) + log_det)  # the shared (2 pi)^O cancels
+        return GaussianMixture(torch.softmax(log_w, 0), means, 0.5 * (covs + covs.transpose(1, 2)))
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; m_k, C_k), shape (N, K)."""

@@ -45,11 +45,17 @@ def check_target(target: str | os.PathLike, sample_shape: tuple[int, ...]) -> tu
     return check_output_path(path), "array"
 
 
-def write_samples(path: Path, kind: str, samples: torch.Tensor, levels: int | None, seed: int) -> None:
-    """Write samples in the data's units (images: integer levels 0..levels-1) to a target of ``check_target``."""
+def write_samples(path: Path, kind: str, samples: torch.Tensor, levels: int | None, seed: int,
+                  groups: list[str] | None = None) -> None:
+    """Write samples in the data's units (images: integer levels 0..levels-1) to a target of ``check_target``.
+    ``groups``: the samples are len(groups) equal blocks (one per class, in order): a grid gets one row per block,
+    a folder's file names start with the block's name."""
+    per_group = len(samples) // len(groups) if groups else len(samples)
     if kind == "folder":
-        save_image_folder(path, samples.numpy(), levels, [f"{i:06d}_seed{seed}" for i in range(len(samples))])
+        prefix = [f"{groups[i // per_group]}_" if groups else "" for i in range(len(samples))]
+        names = [f"{prefix[i]}{i % per_group:06d}_seed{seed}" for i in range(len(samples))]
+        save_image_folder(path, samples.numpy(), levels, names)
     elif kind == "grid":
-        save_image_grid(path, samples.numpy(), levels)
+        save_image_grid(path, samples.numpy(), levels, nrow=per_group if groups and len(groups) > 1 else None)
     else:
         save_array(path, samples)

@@ -31,7 +31,7 @@ def backward_states(model: SavedModel, n: int, times: list[int], generator) -> l
     x_T = torch.randn(n, *model.sample_shape, generator=generator)
     keep[model.schedule.T] = x_T
 
-    def record(t, x):
+    def record(i, t, x, x0_hat):
         if int(t) in times:
             keep[int(t)] = x.clone()
 
@@ -115,12 +115,12 @@ def image_pictures(model: SavedModel, n: int, seed: int, out: Path) -> list[Path
     columns = sorted({min(grid.tolist(), key=lambda g: abs(g - f * T)) for f in STRIP_FRACTIONS}, reverse=True)
     states = {}
 
-    def record(t, x):
+    def record(i, t, x, x0_hat):
         if float(t) in columns:
             states[float(t)] = x[:STRIP_ROWS].clone()
 
     x_T = torch.randn(GRID_SAMPLES, *model.sample_shape, generator=generator)
-    record(float(grid[0]), x_T)
+    record(None, float(grid[0]), x_T, None)  # x_T, before the first step
     samples = ddpm(sampling, x_T, model.schedule, grid, generator=generator, callback=record, **options)
     data = held_out_data(model, STRIP_ROWS, seed + 1)
     forward = [q_sample(data, torch.tensor(t), model.schedule, torch.randn(data.shape, generator=generator))

@@ -11,10 +11,10 @@ import warnings
 
 from .. import __version__
 from ..errors import GaussdiffError, Interrupted
-from . import elbo, export, nll, plot, sample, score, sweep, train
+from . import elbo, export, inpaint, nll, plot, sample, score, sweep, train
 
-MODULES = {"train": train, "sample": sample, "plot": plot, "sweep": sweep, "nll": nll, "elbo": elbo, "score": score,
-           "export": export}
+MODULES = {"train": train, "sample": sample, "inpaint": inpaint, "plot": plot, "sweep": sweep, "nll": nll,
+           "elbo": elbo, "score": score, "export": export}
 COMMANDS = {name: module.run for name, module in MODULES.items()}
 
 

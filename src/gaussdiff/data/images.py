@@ -344,6 +344,22 @@ def read_images(path, image_size: int | None = None, channels: int | None = None
     return _read_npy(path, image_size, channels, pixel_range)
 
 
+IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_image_file(path, image_size: int, channels: int) -> np.ndarray:
+    """One PNG/JPEG file as uint8 (1, channels, image_size, image_size), 256 levels: converted, centre-cropped and
+    resized as a folder's images are; InputError in one line when it cannot be decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        image = _open(path)
+    except _DECODE_ERRORS as e:
+        raise InputError(f"{path}: not a readable image ({_one_line(e)})") from None
+    return _chw(_crop_resize(_convert(image, channels == 3), image_size))[None]
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing.
 

@@ -13,7 +13,8 @@ with (c_0, c_t) the posterior coefficients of q(x_s | x_t, x_0) and the reverse 
                v = (log_var - log beta_tilde_t) / (log beta_t - log beta_tilde_t);
                on the full grid sigma^2 = exp(log_var).
 On the full grid T, T-1, ..., 0 this is DDPM's Algorithm 2; on a sub-grid it is respaced DDPM.
-The last step, to t = 0, returns the mean (no noise is added to the output).
+The last step, to t = 0, returns the mean (no noise is added to the output). ``AncestralSteps`` holds one grid's
+steps; ``ddpm`` runs them in order, RePaint (``repaint.py``) down and up its resampling schedule.
 """
 
 from __future__ import annotations
@@ -53,32 +54,52 @@ def _reverse_output(out, variance: str):
     return out
 
 
-def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-         variance: str = "beta_tilde", callback=None) -> torch.Tensor:
-    """Ancestral sampling over ``grid``; ``callback(t, x)`` sees every intermediate state. ``generator``: a
-    torch.Generator or a ``noise.RowNoise`` (one draw per step but the last)."""
-    if variance not in VARIANCES:
-        raise InputError(f"unknown reverse variance {variance!r}; known: {', '.join(VARIANCES)}")
-    grid = check_grid(grid, schedule.T)
-    if variance == "learned" and (grid != grid.round()).any():
-        raise InputError(f"variance 'learned' needs an integer grid, as the spacings {', '.join(INTEGER_SPACINGS)} "
-                         f"give (a reverse model is trained at integer t in 1..{schedule.T})")
-    ab = schedule.alpha_bar_at(grid)  # one lookup for the whole grid; per-step coefficients as Python floats
-    c0s, cts, tildes = (c.tolist() for c in posterior_coefficients(ab[:-1], ab[1:]))
-    betas = (1 - ab[:-1] / ab[1:]).tolist()
-    x = x_T
-    for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
-        x0_hat, log_var = _reverse_output(denoiser(x, t), variance)
-        x = torch.add(x0_hat * c0s[i], x, alpha=cts[i])  # the posterior mean c_0 x0_hat + c_t x_t
-        if s > 0:
+class AncestralSteps:
+    """The steps of ancestral sampling over one grid (module doc): :meth:`step` ``i`` goes from grid[i] to
+    grid[i + 1]. Coefficients are float64 Python floats, one lookup for the whole grid; ``beta[i]`` =
+    1 - abar(grid[i]) / abar(grid[i + 1]) is also the variance of the forward move back up (RePaint's)."""
+
+    def __init__(self, schedule: NoiseSchedule, grid, variance: str):
+        if variance not in VARIANCES:
+            raise InputError(f"unknown reverse variance {variance!r}; known: {', '.join(VARIANCES)}")
+        self.grid = check_grid(grid, schedule.T)
+        if variance == "learned" and (self.grid != self.grid.round()).any():
+            raise InputError(f"variance 'learned' needs an integer grid, as the spacings {', '.join(INTEGER_SPACINGS)} "
+                             f"give (a reverse model is trained at integer t in 1..{schedule.T})")
+        ab = schedule.alpha_bar_at(self.grid)
+        self.c0, self.ct, self.tilde = (c.tolist() for c in posterior_coefficients(ab[:-1], ab[1:]))
+        self.beta = (1 - ab[:-1] / ab[1:]).tolist()
+        self.schedule, self.variance, self.n = schedule, variance, len(self.grid) - 1
+        self.last = self.n - 1  # the step to t = 0
+
+    def step(self, denoiser: Denoiser | ReverseModel, x: torch.Tensor, i: int, generator):
+        """(a draw of x at grid[i + 1] given x at grid[i], the step's x0_hat); no noise on the step to t = 0."""
+        t = self.grid[i]
+        x0_hat, log_var = _reverse_output(denoiser(x, t), self.variance)
+        x = torch.add(x0_hat * self.c0[i], x, alpha=self.ct[i])  # the posterior mean c_0 x0_hat + c_t x_t
+        if i < self.last:
             noise = normal_noise(x.shape, generator, x.dtype, x.device)
-            if variance == "learned":
-                step = (torch.tensor(v, dtype=torch.float64) for v in (betas[i], tildes[i]))
-                x = x + _learned_variance(log_var, schedule, t, *step).sqrt() * noise
+            if self.variance == "learned":
+                step = (torch.tensor(v, dtype=torch.float64) for v in (self.beta[i], self.tilde[i]))
+                x = x + _learned_variance(log_var, self.schedule, t, *step).sqrt() * noise
             else:
-                x = x.add_(noise, alpha=math.sqrt(betas[i] if variance == "beta" else tildes[i]))
+                x = x.add_(noise, alpha=math.sqrt(self.beta[i] if self.variance == "beta" else self.tilde[i]))
+        return x, x0_hat
+
+
+def ddpm(denoiser: Denoiser | ReverseModel, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
+         variance: str = "beta_tilde", project=None, callback=None) -> torch.Tensor:
+    """Ancestral sampling over ``grid``; after step i (to t = grid[i + 1]) x <- ``project(t, x)``, then
+    ``callback(i, t, x, x0_hat)``. ``generator``: a torch.Generator or a ``noise.RowNoise`` (one draw per step but
+    the last)."""
+    steps = AncestralSteps(schedule, grid, variance)
+    x = x_T
+    for i in range(steps.n):
+        x, x0_hat = steps.step(denoiser, x, i, generator)
+        if project is not None:
+            x = project(steps.grid[i + 1], x)
         if callback is not None:
-            callback(s, x)
+            callback(i, steps.grid[i + 1], x, x0_hat)
     return x
 
 

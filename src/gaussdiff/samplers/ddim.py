@@ -33,9 +33,10 @@ def _ddim_coefficients(ab_from: torch.Tensor, ab_to: torch.Tensor):
 
 
 def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-         eta: float = 0.0, callback=None) -> torch.Tensor:
-    """DDIM sampling over ``grid`` (eta = 0: deterministic); ``callback(s, x)`` after every step. ``generator``
-    (eta > 0): a torch.Generator or a ``noise.RowNoise`` (one draw per step but the last)."""
+         eta: float = 0.0, project=None, callback=None) -> torch.Tensor:
+    """DDIM sampling over ``grid`` (eta = 0: deterministic); after step i (to s = grid[i + 1]) x <- ``project(s, x)``,
+    then ``callback(i, s, x, x0_hat)``. ``generator`` (eta > 0): a torch.Generator or a ``noise.RowNoise`` (one draw
+    per step but the last)."""
     if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or eta < 0:
         raise InputError(f"eta must be a finite number >= 0, got {eta!r}")
     grid = check_grid(grid, schedule.T)
@@ -54,14 +55,17 @@ def ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *
                 x = x + math.sqrt(var) * normal_noise(x.shape, generator, x.dtype, x.device)
         else:
             x = x0_hat  # abar_0 = 1: x_0 = x0_hat, no noise
+        if project is not None:
+            x = project(s, x)
         if callback is not None:
-            callback(s, x)
+            callback(i, s, x, x0_hat)
     return x
 
 
 def ddim_invert(denoiser: Denoiser, x_0: torch.Tensor, schedule: NoiseSchedule, grid, *, fixed_point_iters: int = 0,
                 callback=None) -> torch.Tensor:
-    """Map x_0 to x at grid[0] by the eta = 0 update run along the reversed grid 0 < ... < grid[0].
+    """Map x_0 to x at grid[0] by the eta = 0 update run along the reversed grid 0 < ... < grid[0]; step i, up to
+    time t, ends with ``callback(i, t, x, x0_hat)``, x0_hat the step's last denoiser output.
 
     The exact inverse of a sampling step t -> s needs eps_hat at the unknown x_t; as usual (Song et al.
     sec. 4.3, diffusers' DDIMInverseScheduler) it is evaluated at the known x_s with the target time t:
@@ -73,16 +77,17 @@ def ddim_invert(denoiser: Denoiser, x_0: torch.Tensor, schedule: NoiseSchedule, 
     check_int("fixed_point_iters", fixed_point_iters, 0)
     grid = check_grid(grid, schedule.T).flip(0)  # increasing: 0, ..., grid[0]
     x = x_0
-    for s, t in zip(grid[:-1], grid[1:]):
+    for i, (s, t) in enumerate(zip(grid[:-1], grid[1:])):
         ab_s, ab_t = schedule.alpha_bar_at(s), schedule.alpha_bar_at(t)
         ratio, eps_coef = (c.to(x.dtype) for c in _ddim_coefficients(ab_s, ab_t))
         x_t = x
         for _ in range(fixed_point_iters + 1):
-            eps = eps_from_x0(denoiser(x_t, t), x_t, ab_t)  # eps_hat(., t): the network's noise at time t
+            x0_hat = denoiser(x_t, t)
+            eps = eps_from_x0(x0_hat, x_t, ab_t)  # eps_hat(., t): the network's noise at time t
             x_t = ratio * x + eps_coef * eps
         x = x_t
         if callback is not None:
-            callback(t, x)
+            callback(i, t, x, x0_hat)
     return x
 
 

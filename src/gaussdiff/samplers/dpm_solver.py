@@ -54,9 +54,10 @@ def _x0_weights(lams: list[float], lam_s: float) -> list[float]:
     return [phi1 + a / r0, -a / r0 + b / r1, -b / r1]
 
 
-def _multistep(order: int, denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
+def _multistep(order: int, denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, project,
                callback) -> torch.Tensor:
-    """DPM-Solver++ of ``order`` over ``grid``: one denoiser call per step."""
+    """DPM-Solver++ of ``order`` over ``grid``: one denoiser call per step. ``project`` moves the state after each
+    step; the x0_hat history stays the denoiser's own outputs."""
     grid = check_grid(grid, schedule.T)
     lv = grid_levels(schedule, grid)
     x = x_T
@@ -70,21 +71,23 @@ def _multistep(order: int, denoiser: Denoiser, x_T: torch.Tensor, schedule: Nois
                 x = x.add_(x0, alpha=lv.alpha[i + 1] * w)
         else:
             x = x0_t  # the limit h -> inf: sigma_s = 0, alpha_s = 1, exp(-h) = 0
+        if project is not None:
+            x = project(s, x)
         if callback is not None:
-            callback(s, x)
+            callback(i, s, x, x0_t)
     return x
 
 
 def dpmpp_2m(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-             callback=None) -> torch.Tensor:
+             project=None, callback=None) -> torch.Tensor:
     """DPM-Solver++(2M) over ``grid`` (deterministic; ``generator`` is unused). One call per step."""
-    return _multistep(2, denoiser, x_T, schedule, grid, callback)
+    return _multistep(2, denoiser, x_T, schedule, grid, project, callback)
 
 
 def dpmpp_3m(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-             callback=None) -> torch.Tensor:
+             project=None, callback=None) -> torch.Tensor:
     """DPM-Solver++(3M) over ``grid`` (deterministic; ``generator`` is unused). One call per step."""
-    return _multistep(3, denoiser, x_T, schedule, grid, callback)
+    return _multistep(3, denoiser, x_T, schedule, grid, project, callback)
 
 
 SPECS = (SamplerSpec("dpmpp_2m", dpmpp_2m), SamplerSpec("dpmpp_3m", dpmpp_3m))

@@ -7,8 +7,9 @@ with t the grid time of sigma (any grid; a Karras grid is the natural one). A st
     Heun:  y' = the Euler step, d' = (y' - D(y'; sigma_s)) / sigma_s,  y_s = y_t + (sigma_s - sigma_t) (d_t + d') / 2.
 The last step, to sigma = 0, is Euler: y_0 = D(y_t; sigma_t), so Heun makes 2K - 1 denoiser calls for K steps.
 Euler with this update is DDIM (eta = 0) written in y: the same map, term by term.
-Coefficients are float64 Python floats (``grid_levels``); ``callback(s, x)`` sees x on the
-variance-preserving scale, like every other sampler.
+Coefficients are float64 Python floats (``grid_levels``). ``project(s, x)`` and ``callback(i, s, x, x0_hat)`` see
+x = y sqrt(abar_s) on the variance-preserving scale, like every other sampler (the projected x is taken back to y);
+Heun's x0_hat is its step's last denoiser output, D(y'; sigma_s).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .grids import check_grid, grid_levels
 from .spec import SamplerSpec
 
 
-def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, method: str,
+def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, method: str, project,
              callback) -> torch.Tensor:
     """The EDM-form ODE over ``grid`` by ``method``, 'euler' or 'heun' (module doc)."""
     grid = check_grid(grid, schedule.T)
@@ -34,30 +35,38 @@ def _edm_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, gri
     for i, s in enumerate(grid[1:]):
         sigma_t, sigma_s = lv.edm[i], lv.edm[i + 1]
         if s > 0:
-            D_t = D(y, i)
+            D_t = x0_hat = D(y, i)
             y_euler = torch.lerp(D_t, y, sigma_s / sigma_t)  # y + (sigma_s - sigma_t) (y - D_t) / sigma_t
             if method == "heun":  # y + (sigma_s - sigma_t) (d_t + d_s) / 2, d = (y - D) / sigma, in fused steps
-                d_sum = (y - D_t).div_(sigma_t).add_(y_euler - D(y_euler, i + 1), alpha=1 / sigma_s)
+                x0_hat = D(y_euler, i + 1)
+                d_sum = (y - D_t).div_(sigma_t).add_(y_euler - x0_hat, alpha=1 / sigma_s)
                 y = y.add(d_sum, alpha=(sigma_s - sigma_t) / 2)
             else:
                 y = y_euler
         else:
-            y = D(y, i)  # y_t + (0 - sigma_t) (y_t - D) / sigma_t = D
+            y = x0_hat = D(y, i)  # y_t + (0 - sigma_t) (y_t - D) / sigma_t = D
+        if project is not None:
+            y = project(s, y * lv.alpha[i + 1]) / lv.alpha[i + 1]
         if callback is not None:
-            callback(s, y * lv.alpha[i + 1])
+            callback(i, s, y * lv.alpha[i + 1], x0_hat)
     return y
 
 
 def euler(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-          callback=None) -> torch.Tensor:
+          project=None, callback=None) -> torch.Tensor:
     """Euler over ``grid`` in EDM form (deterministic; ``generator`` is unused). One call per step."""
-    return _edm_ode(denoiser, x_T, schedule, grid, method="euler", callback=callback)
+    return _edm_ode(denoiser, x_T, schedule, grid, method="euler", project=project, callback=callback)
 
 
 def heun(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-         callback=None) -> torch.Tensor:
+         project=None, callback=None) -> torch.Tensor:
     """Heun's second-order method over ``grid`` in EDM form (deterministic); 2K - 1 calls for K steps."""
-    return _edm_ode(denoiser, x_T, schedule, grid, method="heun", callback=callback)
+    return _edm_ode(denoiser, x_T, schedule, grid, method="heun", project=project, callback=callback)
 
 
-SPECS = (SamplerSpec("euler", euler), SamplerSpec("heun", heun))
+def heun_nfe(steps: int) -> int:
+    """Heun's denoiser calls for K steps: two per step, one on the last (Euler) step to t = 0."""
+    return 2 * steps - 1
+
+
+SPECS = (SamplerSpec("euler", euler), SamplerSpec("heun", heun, nfe=heun_nfe))

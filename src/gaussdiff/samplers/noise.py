@@ -11,7 +11,8 @@ CPU normal fill, for one, works in chunks of 16 values), and keeps the rows aske
 touched, not one per row. The generators live on the draw's device, so a set is reproducible per device type.
 
 Samplers draw through :func:`normal_noise`, which takes a ``torch.Generator`` (or None: torch's global one) as
-before, or a ``RowNoise``; the sampler contract keeps its ``generator=None`` keyword.
+before, or a ``RowNoise``; the sampler contract keeps its ``generator=None`` keyword. :func:`noise_source` picks the
+one an entry point (``generate``, ``known.sample_known``) hands its sampler, from its seed, start row and generator.
 """
 
 from __future__ import annotations
@@ -62,3 +63,17 @@ def normal_noise(shape, generator: torch.Generator | RowNoise | None, dtype: tor
     if generator.shape != tuple(shape):
         raise InputError(f"the noise source gives rows of shape {generator.shape}, the sampler needs {tuple(shape)}")
     return generator.draw().to(dtype=dtype, device=device)
+
+
+def noise_source(shape, seed: int | None, start: int, generator: torch.Generator | None, dtype: torch.dtype, device,
+                 caller: str) -> torch.Generator | RowNoise | None:
+    """What a batch of ``shape`` = (B, *sample_shape) draws its noise from: with ``seed``, rows start..start+B-1 of
+    the seeded sample set (a RowNoise), else ``generator`` (None: torch's global one). ``caller`` names the entry
+    point in the one-line errors (a seed with a generator; a start row without a seed)."""
+    if seed is not None:
+        if generator is not None:
+            raise InputError(f"{caller} takes a seed or a generator, not both")
+        return RowNoise(seed, start, start + shape[0], shape[1:], dtype=dtype, device=device)
+    if start:
+        raise InputError(f"{caller}'s start row needs a seed (rows of a seeded sample set)")
+    return generator

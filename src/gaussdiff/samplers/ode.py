@@ -10,6 +10,9 @@ sees t, which is piecewise linear in s between integer t.
 
 The sampler integrates from s(grid[0]) to s at the smallest positive t of the grid with torchdiffeq (the other grid
 points are output times, handed to ``callback``), then returns x0_hat there, as the other samplers' last step to t = 0.
+It takes no ``project``: the solver's own steps fall between the output times, and moving the state at an output
+time would restart its step-size control there (``SamplerSpec.projects`` is False; known values go through a
+denoiser wrapper instead, ``known.replace_x0``).
 The likelihood (``gaussdiff.likelihood.ode_nll``) integrates the same drift the other way.
 """
 
@@ -54,13 +57,17 @@ def pf_ode_drift(denoiser: Denoiser, schedule: NoiseSchedule, s, x: torch.Tensor
 
 
 def pf_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid, *, generator=None,
-           rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5", callback=None,
+           rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5", project=None, callback=None,
            stats: dict | None = None) -> torch.Tensor:
     """Solve the probability-flow ODE from grid[0] to the smallest positive t of ``grid``, then return x0_hat there.
 
-    Deterministic (``generator`` is unused). ``callback(t, x)`` sees x at every later grid time (x0_hat at t = 0),
-    after the solve: the solver picks its own steps, the grid times are only where its dense output is read;
+    Deterministic (``generator`` is unused); ``project`` must be None (module doc). ``callback(i, t, x, x0_hat)``
+    sees x at every later grid time t = grid[i + 1], after the solve: the solver picks its own steps, the grid times
+    are only where its dense output is read, so x0_hat is None there; at t = 0 x = x0_hat, the last call's output.
     ``stats``, a dict, receives ``nfe``, the denoiser calls made (the solver's own choice of steps, plus one)."""
+    if project is not None:
+        raise InputError("pf_ode cannot apply project between its adaptive steps; "
+                         "give known values through a denoiser wrapper (known.replace_x0) instead")
     check_solver(rtol, atol, method)
     grid = check_grid(grid, schedule.T)
     counted = CountingDenoiser(denoiser)
@@ -72,11 +79,11 @@ def pf_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
         states = odeint(lambda s, x: pf_ode_drift(counted, schedule, s, x), x_T,
                         log_sigma(schedule, times).to(x_T.device), rtol=rtol, atol=atol, method=method)
         if callback is not None:
-            for t, x in zip(times[1:], states[1:]):
-                callback(t, x)
+            for i, (t, x) in enumerate(zip(times[1:], states[1:])):
+                callback(i, t, x, None)
     x_0 = counted(states[-1], times[-1])
     if callback is not None:
-        callback(grid[-1], x_0)
+        callback(len(grid) - 2, grid[-1], x_0, x_0)
     if stats is not None:
         stats["nfe"] = counted.calls
     return x_0
@@ -84,4 +91,4 @@ def pf_ode(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, grid,
 
 SPECS = (SamplerSpec("pf_ode", pf_ode, (Option("rtol", float, "relative tolerance of the adaptive solver (dopri5)"),
                                         Option("atol", float, "absolute tolerance of the adaptive solver (dopri5)")),
-                     adaptive=True),)
+                     adaptive=True, projects=False, nfe=None),)

@@ -1,4 +1,5 @@
-"""What a sampler declares beside its function: its name, its options and its traits.
+"""What a sampler declares beside its function: its name, its options and its traits (adaptive, needs a reverse
+model, applies ``project``, its NFE for K steps).
 
 Each sampler module ends with ``SPECS``, a tuple of :class:`SamplerSpec`; ``samplers/__init__`` collects them into
 ``SAMPLERS``, the one registry that ``generate``, ``gaussdiff sample`` (its flags and help) and ``gaussdiff sweep``
@@ -28,23 +29,41 @@ class Option:
     model_default_help: str | None = None  # how --help names that default
 
 
+def one_call_per_step(steps: int) -> int:
+    """The NFE of a sampler that calls the denoiser once per step."""
+    return steps
+
+
+CONTRACT = ("generator", "project", "callback")  # the keyword-only parameters every sampler takes, each default None
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registered sampler: ``fn(denoiser, x_T, schedule, grid, *, generator=None, **options) -> x_0``.
+    """A registered sampler: ``fn(denoiser, x_T, schedule, grid, *, generator=None, project=None, callback=None,
+    **options) -> x_0`` (the contract of ``gaussdiff.samplers``).
 
     ``adaptive``: an error tolerance, not the steps, sets its number of denoiser calls (the grid only places
     output times); it also couples the rows of a batch, whose common step sizes follow the whole batch's error.
     ``reverse_model_when``: option values for which the sampler needs a reverse model (x_t, t) -> (x0_hat, log_var)
-    instead of a denoiser."""
+    instead of a denoiser. ``projects``: whether it applies ``project`` after each step (an adaptive solver cannot
+    between its output times, and refuses one). ``nfe``: the denoiser calls it makes for K steps (None: set by a
+    tolerance instead)."""
 
     name: str
     fn: Callable
     options: tuple[Option, ...] = ()
     adaptive: bool = False
     reverse_model_when: Mapping[str, object] = field(default_factory=dict)
+    projects: bool = True
+    nfe: Callable[[int], int] | None = one_call_per_step
 
     def __post_init__(self):
         params = inspect.signature(self.fn).parameters
+        for name in CONTRACT:
+            if name not in params or params[name].kind is not inspect.Parameter.KEYWORD_ONLY \
+                    or params[name].default is not None:
+                raise TypeError(f"sampler {self.name}: {self.fn.__name__} lacks the keyword-only {name}=None "
+                                "of the sampler contract")
         for name in [o.name for o in self.options] + list(self.reverse_model_when):
             if name not in params or params[name].kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise TypeError(f"sampler {self.name}: {name!r} is not a keyword-only parameter of {self.fn.__name__}")

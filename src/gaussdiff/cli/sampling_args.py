@@ -1,0 +1,115 @@
+"""The flags of the commands that run a sampler on a saved model (``sample``, ``inpaint``): the sampler and its grid,
+its options from the registry, x0 clipping, classes and guidance; and the denoiser they make for a batch."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, SAMPLERS, SPACINGS, options_by_name
+from ..samplers.guidance import INTERVAL_UNITS, clip_x0
+from ..sampling import DEFAULT_GUIDANCE, Guidance, check_classes, default_guidance, sampler_inputs
+from ..saved import SavedModel, load_model
+from .common import positive
+
+
+def add_model_arguments(p) -> None:
+    p.add_argument("run", help="run folder or model folder")
+    p.add_argument("--weights", default="ema", help="ema or online")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: sample i's noise depends on (seed, i) alone")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+
+def add_sampler_arguments(p, steps_default: str) -> None:
+    """The sampler, its grid and its options, x0 clipping, the batch size."""
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLERS)}")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default: {steps_default})")
+    p.add_argument("--spacing", default=DEFAULT_SPACING, help=f"timestep spacing: {', '.join(SPACINGS)}")
+    p.add_argument("--rho", type=float, default=None, help="karras spacing: rho of the noise-level ramp (default 7)")
+    p.add_argument("--sigma-max", type=float, default=None,
+                   help="karras and log_snr spacings: the first noise level (default: min(sigma at T, 80))")
+    p.add_argument("--sigma-min", type=float, default=None,
+                   help="karras and log_snr spacings: the last noise level before 0 (default: sigma at t = 1)")
+    for name, (option, samplers) in options_by_name(SAMPLERS.values()).items():
+        spec = SAMPLERS[samplers[0]]  # a flag not given is absent from args: the sampler's or the model's default
+        default = option.model_default_help if option.model_default else spec.default(name)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=option.type, default=argparse.SUPPRESS,
+                       help=f"{', '.join(samplers)}: {option.help} (default: {default})")
+    p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp each x0 estimate to the data's range in model units (default: on for images, whose "
+                        "range is known; vectors have none)")
+    p.add_argument("--batch-size", type=int, default=10_000,
+                   help="samples drawn at once; the samples do not depend on it, except an adaptive sampler's ("
+                        f"{', '.join(name for name, spec in SAMPLERS.items() if spec.adaptive)}): its step sizes "
+                        "follow the whole batch, so they agree to its tolerance")
+
+
+def add_class_arguments(p) -> None:
+    """--class and classifier-free guidance."""
+    p.add_argument("--class", dest="classes", nargs="+", metavar="CLASS", default=None,
+                   help="class-conditional models: the class(es) to draw, by name or index; several give one row of "
+                        "-n samples per class")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale s in diffusers' convention: 1 = the conditional model, 0 = "
+                        "the unconditional one, s > 1 pushes towards the class (Ho & Salimans' w = s - 1) at one extra "
+                        f"batched network call per step (default: {DEFAULT_GUIDANCE} for a model trained with label "
+                        "dropout, else 1)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="guide only where LO < noise level <= HI (Kynkaanniemi et al. 2024), elsewhere the "
+                        "conditional model alone (default: everywhere)")
+    p.add_argument("--guidance-interval-unit", choices=INTERVAL_UNITS, default="sigma",
+                   help="the noise level of --guidance-interval: sigma = sqrt((1 - abar_t) / abar_t), or t")
+    p.add_argument("--guidance-rescale", type=float, default=0.0,
+                   help="phi in [0, 1]: rescale the guided x0 estimate towards the conditional one's std "
+                        "(Lin et al. 2024)")
+
+
+@dataclass
+class Sampling:
+    """A loaded model with the sampler, options, classes and guidance the flags asked for, checked up front."""
+
+    model: SavedModel
+    sampler: str
+    options: dict
+    labels: list[int] | None
+    guidance: Guidance | None
+    clip: tuple[float, float] | None
+    grid_options: dict
+
+    def denoiser(self, label: int | None, rows: int):
+        """(what the sampler calls for ``rows`` samples of class ``label`` (None: unconditional), its options)."""
+        labels = None if label is None else torch.full((rows,), label, dtype=torch.long)
+        denoiser, options = sampler_inputs(self.model, self.sampler, self.options, labels, self.guidance)
+        return (denoiser if self.clip is None else clip_x0(denoiser, *self.clip)), options
+
+
+def prepare(args) -> Sampling:
+    """Check the numeric flags, set the threads, load the model and check the rest against it."""
+    for name in ("steps", "batch_size", "threads"):
+        positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.run, weights=args.weights)
+    given = {name: getattr(args, name) for name in options_by_name(SAMPLERS.values()) if hasattr(args, name)}
+    sampler_inputs(model, args.sampler, given)  # an unknown sampler or option: one line, before any work
+    classes = getattr(args, "classes", None)
+    guidance = _guidance(args, model, classes)
+    labels = check_classes(model, classes, guidance)
+    box = model.transform.model_range
+    if args.clip_x0 and box is None:
+        raise InputError("--clip-x0 needs data with a known range (images); this model's data have none")
+    return Sampling(model, args.sampler, given, labels, guidance, box if args.clip_x0 is not False else None,
+                    {"rho": args.rho, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max})
+
+
+def _guidance(args, model: SavedModel, classes) -> Guidance | None:
+    """The guidance the flags ask for; the model's default where none is given (None: unguided)."""
+    default = default_guidance(model, classes)
+    if args.guidance is None and args.guidance_interval is None and not args.guidance_rescale:
+        return default
+    scale = args.guidance if args.guidance is not None else default.scale if default else 1.0
+    interval = None if args.guidance_interval is None else tuple(args.guidance_interval)
+    return Guidance(scale, interval, args.guidance_interval_unit, args.guidance_rescale)
