@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from gaussdiff.data import load_dataset
@@ -260,3 +261,37 @@ def test_class_conditional_training_learns_each_component(tmp_path):
     x = generate(model.denoiser(), (2000, 2), model.schedule, seed=9)
     shares = torch.bincount(mixture.responsibilities(model.to_data_units(x)).argmax(1), minlength=8) / 2000
     assert (shares - 1 / 8).abs().max() < 0.06, shares
+
+
+def test_conditional_run_with_label_dropout_resumes_byte_exactly(tmp_path):
+    """The dropout draws are a function of (seed, step): a run resumed from its step-3 checkpoint ends with the
+    weights of an uninterrupted one (a constant learning rate, so the budget does not shape the schedule)."""
+    common = dict(data="8gaussians", n_data=500, width=16, depth=1, emb_dim=8, num_train_timesteps=50,
+                  batch_size=64, class_conditional=True, label_dropout=0.3, checkpoint_every=3, threads=1,
+                  lr_schedule="constant")
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), steps=6, **common), progress=False)
+    part = train(TrainConfig(out=str(tmp_path / "part"), steps=3, **common), progress=False)
+    train(TrainConfig(out=str(part), steps=6, **common), resume=True, progress=False)
+    assert (whole / "model" / "online.safetensors").read_bytes() == (part / "model" / "online.safetensors").read_bytes()
+    assert (whole / "model" / "model.safetensors").read_bytes() == (part / "model" / "model.safetensors").read_bytes()
+
+
+def _class_folder(root):
+    for name, value in (("a", 0), ("b", 255)):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4), value, dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_sub_folders_are_classes_named_by_classes_json(tmp_path):
+    folder = _class_folder(tmp_path / "pics")
+    assert load_dataset(folder, class_conditional=True).classes == ["a", "b"]
+    (folder / "classes.json").write_text('{"b": "white"}')
+    data = load_dataset(folder, class_conditional=True)
+    assert data.classes == ["a", "white"] and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    for text, needle in (('{"c": "x"}', "names c, which are not class sub-folders"), ('["x"]', "must map"),
+                         ('{"a": "b", "b": "b"}', "the same name"), ("{", "not readable JSON")):
+        (folder / "classes.json").write_text(text)
+        with pytest.raises(InputError, match=needle):
+            load_dataset(folder, class_conditional=True)

@@ -4,6 +4,7 @@ a model on data in the data's own units."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -86,8 +87,31 @@ def _image_files(path: Path, image_size: int | None, channels: int | None, pixel
     if found.skipped:
         warnings.warn(f"{path}: skipped {len(found.skipped)} unreadable file(s), e.g. {found.skipped[0]}", stacklevel=3)
     labels = None if found.labels is None else torch.from_numpy(found.labels)
+    classes = found.classes and _named_classes(path, found.classes)
     return Dataset(torch.from_numpy(found.images), Pixels(found.images.shape[1:], found.levels), str(path.resolve()),
-                   found.source, labels, found.classes, conditional)
+                   found.source, labels, classes, conditional)
+
+
+def _named_classes(folder: Path, classes: list[str]) -> list[str]:
+    """The class names of an image folder: its sub-folders' names, or the names ``classes.json`` in the folder gives
+    them ({"sub-folder": "name", ...}; sub-folders it leaves out keep their own)."""
+    path = folder / "classes.json"
+    if not path.is_file():
+        return classes
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is not readable JSON: {' '.join(str(e).split())}") from None
+    if not isinstance(names, dict) or not all(isinstance(v, str) and v for v in names.values()):
+        raise InputError(f"{path} must map sub-folder names to class names, e.g. {{\"{classes[0]}\": \"a name\"}}")
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise InputError(f"{path} names {', '.join(unknown)}, which are not class sub-folders of {folder} "
+                         f"({', '.join(classes)})")
+    named = [names.get(c, c) for c in classes]
+    if len(set(named)) < len(named):
+        raise InputError(f"{path} gives two classes the same name")
+    return named
 
 
 def _rows(path: Path, label_column: str | None, conditional: bool) -> Dataset:
