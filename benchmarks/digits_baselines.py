@@ -233,29 +233,40 @@ def training_fields(args, s: dict, net: torch.nn.Module) -> dict:
 
 # ------------------------------------------------------------------------------------------------------ lucidrains
 
-def run_lucidrains(args) -> None:
-    """Unet + GaussianDiffusion + ema_pytorch EMA in the loop of lucidrains' Trainer, then its samplers."""
-    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+def lucidrains_trainer(diffusion, lr: float):
+    """The optimiser step of lucidrains' Trainer with its defaults (Adam(lr, betas (0.9, 0.99)), grad-norm clip 1,
+    ema_pytorch EMA(beta 0.995, update every 10)): (update(loss) -> its float, the EMA)."""
     from ema_pytorch import EMA
 
-    s = settings(LUCIDRAINS, args, ["dim", "dim_mults", "batch_size", "lr"])
-    samplers = chosen(LUCIDRAINS_SAMPLERS, args.samplers)
-    torch.manual_seed(args.seed)
-    unet = Unet(dim=s["dim"], dim_mults=tuple(s["dim_mults"]), channels=1, flash_attn=True)
-    diffusion = GaussianDiffusion(unet, image_size=8, timesteps=1000, sampling_timesteps=250)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=s["lr"], betas=(0.9, 0.99))
+    opt = torch.optim.Adam(diffusion.parameters(), lr=lr, betas=(0.9, 0.99))
     ema = EMA(diffusion, beta=0.995, update_every=10)
-    data01 = torch.from_numpy(training_images()).float() / MAX_LEVEL  # GaussianDiffusion maps [0, 1] to [-1, 1]
-    batches = batch_indices(len(data01), s["batch_size"], args.seed)
 
-    def step(steps, elapsed):
-        loss = diffusion(data01[next(batches)])
+    def update(loss) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         ema.update()
         return loss.item()
+
+    return update, ema
+
+
+def run_lucidrains(args) -> None:
+    """Unet + GaussianDiffusion + ema_pytorch EMA in the loop of lucidrains' Trainer, then its samplers."""
+    from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+
+    s = settings(LUCIDRAINS, args, ["dim", "dim_mults", "batch_size", "lr"])
+    samplers = chosen(LUCIDRAINS_SAMPLERS, args.samplers)
+    torch.manual_seed(args.seed)
+    unet = Unet(dim=s["dim"], dim_mults=tuple(s["dim_mults"]), channels=1, flash_attn=True)
+    diffusion = GaussianDiffusion(unet, image_size=8, timesteps=1000, sampling_timesteps=250)
+    update, ema = lucidrains_trainer(diffusion, s["lr"])
+    data01 = torch.from_numpy(training_images()).float() / MAX_LEVEL  # GaussianDiffusion maps [0, 1] to [-1, 1]
+    batches = batch_indices(len(data01), s["batch_size"], args.seed)
+
+    def step(steps, elapsed):
+        return update(diffusion(data01[next(batches)]))
 
     row = run_header(args, "lucidrains") | training_fields(args, s, unet)
     row |= train_for(args.budget, step)

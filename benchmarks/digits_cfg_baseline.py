@@ -66,8 +66,8 @@ from functools import partial
 from pathlib import Path
 
 # First: digits_baselines sets TQDM_DISABLE (lucidrains' sampling loops print a bar per step) before torch imports tqdm.
-from digits_baselines import (MAX_LEVEL, append_row, batch_indices, n_params, run_header, timed_samples, to_levels,
-                              train_for, training_fields)
+from digits_baselines import (MAX_LEVEL, append_row, batch_indices, lucidrains_trainer, n_params, run_header,
+                              timed_samples, to_levels, train_for, training_fields)
 
 import numpy as np
 import torch
@@ -102,10 +102,7 @@ def print_sizes(unet: torch.nn.Module, args) -> None:
 def train(args, unet, diffusion) -> tuple[dict, torch.nn.Module]:
     """digits_baselines' lucidrains loop (its Trainer's defaults) with the labels: the row's training fields and the
     EMA Unet."""
-    from ema_pytorch import EMA
-
-    opt = torch.optim.Adam(diffusion.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    ema = EMA(diffusion, beta=0.995, update_every=10)
+    update, ema = lucidrains_trainer(diffusion, args.lr)
     images, labels = digits_split("train")
     data01 = torch.from_numpy(images).float() / MAX_LEVEL  # GaussianDiffusion maps [0, 1] to [-1, 1]
     classes = torch.from_numpy(labels).long()
@@ -113,13 +110,7 @@ def train(args, unet, diffusion) -> tuple[dict, torch.nn.Module]:
 
     def step(steps, elapsed):
         rows = next(batches)
-        loss = diffusion(data01[rows], classes=classes[rows])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        ema.update()
-        return loss.item()
+        return update(diffusion(data01[rows], classes=classes[rows]))
 
     s = dict(dim=args.dim, dim_mults=args.dim_mults, label_dropout=args.label_dropout, batch_size=args.batch_size,
              lr=args.lr)
