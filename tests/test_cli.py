@@ -147,14 +147,17 @@ def test_train_refuses_an_existing_run_without_overwrite(run, capsys):
     assert snapshot(run) == before
 
 
-def test_train_refuses_a_non_empty_folder_and_overwrite_replaces_it(tmp_path, capsys):
+def test_train_refuses_a_non_empty_folder_even_with_overwrite(tmp_path, capsys):
+    """--overwrite replaces a gaussdiff run, never a folder of other files (tests/test_reliability_train.py has
+    the rest of the policy)."""
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("precious")
     one_line_error(capsys, ["train", "--out", str(out), "--steps", "5", *TINY], "--overwrite")
     assert snapshot(out) == {"notes.txt": b"precious"}
-    assert main(["train", "--out", str(out), "--steps", "5", "--overwrite", *TINY]) == 0
-    assert not (out / "notes.txt").exists() and (out / "model" / "model.safetensors").is_file()
+    one_line_error(capsys, ["train", "--out", str(out), "--steps", "5", "--overwrite", *TINY],
+                   "--overwrite replaces only a gaussdiff run folder")
+    assert snapshot(out) == {"notes.txt": b"precious"}
 
 
 # --- sample ----------------------------------------------------------------------------------------

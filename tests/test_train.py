@@ -56,7 +56,7 @@ def test_run_folder_layout(run):
 def test_config_json_is_the_resolved_config(run):
     path, cfg = run
     saved = json.loads((path / "config.json").read_text())
-    assert set(saved) == {f.name for f in dataclasses.fields(TrainConfig)} | {"data_description"}
+    assert set(saved) == {f.name for f in dataclasses.fields(TrainConfig)} | {"data_description", "data_sha256"}
     for name, value in dataclasses.asdict(cfg).items():
         assert saved[name] == value, name
     assert saved["steps"] == 40 and saved["width"] == 32 and saved["threads"] == 1
@@ -94,7 +94,8 @@ def test_checkpoints_are_plain_state_dicts(run):
     assert [f.name for f in files] == ["step_00000030.pt", "step_00000040.pt"]  # keep_checkpoints = 2
     for f in files:
         ckpt = torch.load(f, weights_only=True)
-        assert set(ckpt) == {"step", "elapsed_s", "model", "ema", "optimizer", "scaler"}
+        assert set(ckpt) == {"step", "elapsed_s", "model", "ema", "optimizer", "scaler", "sha256"}
+        assert len(ckpt["sha256"]) == 64 and int(ckpt["sha256"], 16) >= 0  # a hex SHA-256 of the rest
         assert ckpt["step"] == int(f.stem.split("_")[1])
         net = MLP(2, cfg.num_train_timesteps, cfg.width, cfg.depth, cfg.emb_dim)
         net.load_state_dict(ckpt["model"])  # strict: every key, every shape

@@ -1,6 +1,6 @@
 """The training loop, readable top to bottom, the same with one process or many under torchrun:
 data -> loss (L_simple, hybrid or L_vlb) -> AdamW -> EMA -> logs and checkpoints, stopping at the budget,
-a signal or a divergence."""
+a signal or a divergence; then the model is exported, if its weights are finite."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from ema_pytorch import EMA
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..atomic import write_text_atomically
-from ..data import load_dataset
+from ..atomic import content_sha256, write_text_atomically
+from ..data import Dataset, load_dataset
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, training_loss
 from ..nets import build_network, diffusers_unet2d_config, unet_config
@@ -29,8 +29,8 @@ from ..schedule import make_schedule
 from . import distributed
 from .batches import GlobalBatches
 from .config import TrainConfig
-from .folder import (RunLock, check_run_folder, last_checkpoint, load_latest_checkpoint, prepare_run, save_checkpoint,
-                     truncate_metrics)
+from .folder import (DATA_HASH, RunLock, check_run_folder, check_same_data, last_checkpoint, load_latest_checkpoint,
+                     prepare_run, remove_leftovers, save_checkpoint, truncate_metrics)
 from .logs import MetricsLog, tensorboard_writer
 from .preview import write_preview
 
@@ -51,6 +51,20 @@ def diverged_message(run: Path, step: int) -> str:
     kept = f"the last checkpoint, {kept}, is intact" if kept else \
         f"no checkpoint was written yet to {run / 'checkpoints'}"
     return f"the loss or its gradient became non-finite at step {step}; {kept}; try a smaller --lr"
+
+
+def check_finite_weights(modules: dict[str, torch.nn.Module], run: Path) -> None:
+    """TrainingError naming the first tensor of the named modules that holds NaN or Inf (nothing is exported then)."""
+    for which, module in modules.items():
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingError(f"the {which} weights are not finite ({name} holds NaN or Inf), so no model was "
+                                    f"exported to {run / 'model'}; try a smaller --lr")
+
+
+def data_sha256(data: Dataset) -> str:
+    """The content hash of the training data (its rows or images and labels), recorded in RUN/config.json."""
+    return content_sha256({"data": data.data, "labels": data.labels})
 
 
 class StopSignals:
@@ -157,13 +171,17 @@ def network_config(cfg: TrainConfig, sample_shape: tuple[int, ...], T: int, num_
 
 
 def claim_run_folder(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resume: bool,
-                     stack: ExitStack) -> Path:
-    """Rank 0 creates (or checks) the run folder and locks it; every rank learns its verdict."""
+                     stack: ExitStack, data_hash: str | None) -> Path:
+    """Rank 0 creates (or checks) the run folder and locks it, refuses a resume on changed data (``data_hash``, rank
+    0's) and removes what a killed write left there; every rank learns its verdict."""
     run, error = Path(cfg.out), None
     if procs.main:
         try:
-            run = check_run_folder(run) if resume else prepare_run(cfg.out, overwrite)
+            run = check_run_folder(run) if resume else prepare_run(cfg.out, overwrite, cfg.data)
             stack.enter_context(RunLock(run))
+            if resume:
+                check_same_data(run, cfg.data, data_hash)
+            remove_leftovers(run)
         except InputError as e:
             error = str(e)
     if (error := distributed.agree(procs, error)) is not None:
@@ -186,9 +204,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
     num_classes = len(data.classes) if data.conditional else 0
     network = network_config(cfg, data.sample_shape, T, num_classes)  # a bad option fails here, before the run folder
     label_dropout = cfg.label_dropout if num_classes else 0.0
+    data_hash = data_sha256(data) if procs.main else None
 
     with ExitStack() as stack:
-        run = claim_run_folder(cfg, procs, overwrite, resume, stack)
+        run = claim_run_folder(cfg, procs, overwrite, resume, stack, data_hash)
         learner = Learner.create(cfg, network, T, device)
         model, opt, scaler, t_sampler = learner.model, learner.opt, learner.scaler, learner.t_sampler
         step, elapsed = learner.restore(run, device) if resume else (0, 0.0)
@@ -201,7 +220,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         stack.callback(log.close)
         if procs.main:
             truncate_metrics(run / "metrics.jsonl", step)  # lines a killed run logged after its checkpoint
-            resolved = dataclasses.asdict(cfg) | {"data_description": data.description}
+            resolved = dataclasses.asdict(cfg) | {"data_description": data.description, DATA_HASH: data_hash}
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
 
         def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
@@ -271,5 +290,6 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         if step % cfg.checkpoint_every:  # the end of the budget: a run can be continued from where it stopped
             checkpoint()
         if procs.main:
+            check_finite_weights({"EMA": learner.ema.ema_model, "online": model}, run)
             exported().save(run / "model", online=model)
     return run
