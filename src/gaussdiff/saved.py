@@ -1,12 +1,14 @@
 """A saved model: network + schedule + parameterization + data transform, as a folder of
 ``config.json`` and ``model.safetensors`` (the EMA weights; ``online.safetensors`` holds the raw ones).
 
-Nothing is ever unpickled: weights are safetensors, the config is JSON and carries a version.
+Nothing is ever unpickled: weights are safetensors, the config is JSON and carries a version and the sha256 of each
+weight file; a file that does not match it, or that holds NaN or Inf, is refused at load.
 A run folder holds its exported model in ``RUN/model``; :func:`find_model_dir` accepts either.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,8 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from . import __version__
@@ -29,7 +32,8 @@ from .transforms import transform_from_dict
 
 FORMAT = "gaussdiff-model"
 # 2: sample shape, network and transform kinds, and (optional, absent = unconditional) the conditioning;
-# version 1 (vectors, an MLP) still loads.
+# version 1 (vectors, an MLP) still loads. Optional in version 2 (absent in older folders, which still load):
+# "checksums", the sha256 of each weight file, checked when the file is read.
 FORMAT_VERSION = 2
 WEIGHT_FILES = {"ema": "model.safetensors", "online": "online.safetensors"}
 DDPM_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # by variance_type
@@ -115,12 +119,14 @@ class SavedModel:
             raise InputError(f"cannot save a model into {folder}: {folder.parent} is not a directory")
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            (tmp / "config.json").write_text(json.dumps(self.config(), indent=2))
+            checksums = {}
+            for key, module in (("ema", self.network), ("online", online)):
+                if module is not None:
+                    save_file(_state(module), tmp / WEIGHT_FILES[key])
+                    checksums[WEIGHT_FILES[key]] = hashlib.sha256((tmp / WEIGHT_FILES[key]).read_bytes()).hexdigest()
+            (tmp / "config.json").write_text(json.dumps(self.config() | {"checksums": checksums}, indent=2))
             # The schedule as diffusers reads it: DDPMScheduler.from_pretrained(folder) works.
             write_scheduler_config(tmp, self.schedule, self.prediction_type, variance_type=self.variance_type)
-            save_file(_state(self.network), tmp / WEIGHT_FILES["ema"])
-            if online is not None:
-                save_file(_state(online), tmp / WEIGHT_FILES["online"])
             # mkdtemp and safetensors make things private (0700 / 0600); use the usual modes, as atomic.py does.
             tmp.chmod(0o755)
             for file in tmp.iterdir():
@@ -173,10 +179,13 @@ def _swap_in(tmp: Path, folder: Path) -> None:
 
 
 def find_model_dir(path) -> Path:
-    """A model folder, or a run folder holding one in ``model/``."""
+    """A model folder, or a run folder holding one in ``model/``; a run stopped before it wrote one is named so."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
+    if (path / "checkpoints").is_dir() and (path / "config.json").is_file() and not (path / "model").exists():
+        raise InputError(f"{path} is a training run that has no model yet (it stopped before writing model/); "
+                         f"continue it with `gaussdiff train --resume {path}`")
     for candidate in (path / "model", path):
         if (candidate / "config.json").is_file():
             return candidate
@@ -228,10 +237,13 @@ def load_model(path, weights: str = "ema") -> SavedModel:
         variance_type = config.get("variance_type", "fixed_small")  # absent: older files
         sample_shape = tuple(config["sample_shape"])
         conditioning = config.get("conditioning")
+        checksums = config.get("checksums", {})  # absent: written before checksums existed
     except (KeyError, TypeError) as e:
         raise InputError(f"{folder / 'config.json'} lacks or mistypes field {e}") from None
+    if not isinstance(checksums, dict):
+        raise InputError(f"{folder / 'config.json'} mistypes field 'checksums' (expected {{file name: sha256}})")
     _check_agreement(folder, network.config, schedule, transform, sample_shape)
-    _load_weights(network, folder / WEIGHT_FILES[weights])
+    _load_weights(network, folder / WEIGHT_FILES[weights], checksums.get(WEIGHT_FILES[weights]))
     network.eval().requires_grad_(False)
     try:
         return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type, conditioning)
@@ -251,12 +263,20 @@ def _check_agreement(folder: Path, network: dict, schedule: NoiseSchedule, trans
                          f"timesteps, the schedule has T = {schedule.T}")
 
 
-def _load_weights(network: nn.Module, file: Path) -> None:
+def _load_weights(network: nn.Module, file: Path, checksum: str | None) -> None:
+    """Load ``file`` into ``network``: its sha256 must be ``checksum`` (None: not recorded), its tensors those of the
+    network, every value finite."""
     if not file.is_file():
         raise InputError(f"{file} is missing")
     try:
-        state = load_file(file)
-    except (SafetensorError, OSError, ValueError) as e:
+        data = file.read_bytes()
+    except OSError as e:
+        raise InputError(f"{file} cannot be read: {e.strerror or e}") from None
+    if checksum is not None and hashlib.sha256(data).hexdigest() != checksum:
+        raise InputError(f"{file} does not match the checksum in config.json: the file is damaged")
+    try:
+        state = load(data)
+    except (SafetensorError, ValueError) as e:
         raise InputError(f"{file} is not a readable safetensors file: {e}") from None
     expected = network.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -265,4 +285,16 @@ def _load_weights(network: nn.Module, file: Path) -> None:
         detail = "; ".join(f"{name}: {', '.join(keys[:3])}" for name, keys in
                            (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)
         raise InputError(f"{file} does not match the network in config.json ({detail})")
+    check_finite_weights(state, file)
     network.load_state_dict(state)
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], where) -> None:
+    """InputError naming the first tensor of ``state`` that holds NaN or Inf, and how many."""
+    bad = {name: int((~torch.isfinite(v)).sum()) for name, v in state.items()
+           if v.is_floating_point() and not torch.isfinite(v).all()}
+    if bad:
+        name, count = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+        raise InputError(f"{where}: tensor {name!r} holds {count} non-finite value(s) (NaN or Inf) of "
+                         f"{state[name].numel()}{more}: the model cannot be used")

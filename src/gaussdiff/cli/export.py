@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from ..data.files import check_writable_parent
 from ..errors import InputError
 from ..nets.diffusers_unet import KIND, save_pipeline
 from ..saved import _swap_in, find_model_dir, load_model
@@ -31,11 +32,9 @@ def add_parser(sub) -> None:
 
 
 def _out_folder(path: str, overwrite: bool, model_dir: Path) -> Path:
-    """DIR, checked before any work: its parent exists, it does not exist (or is a folder and --overwrite is given),
-    and it neither is nor holds the model being exported."""
-    out = Path(path)
-    if not out.parent.is_dir():
-        raise InputError(f"cannot write {out}: {out.parent} is not a directory")
+    """DIR, checked before any work: its parent can be written, it does not exist (or is a folder and --overwrite is
+    given), and it neither is nor holds the model being exported."""
+    out = check_writable_parent(path)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():

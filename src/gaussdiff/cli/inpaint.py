@@ -11,11 +11,17 @@ from tqdm import tqdm
 
 from ..data.inputs import read_mask, read_samples
 from ..errors import InputError
-from ..outputs import check_target, write_samples
+from ..outputs import check_target, finite, write_samples
 from ..samplers.known import METHODS, default_steps, known_nfe, sample_known
 from ..samplers.repaint import JUMP_LENGTH, JUMP_N_SAMPLE
 from .common import HelpFormatter, positive
-from .sampling_args import add_class_arguments, add_model_arguments, add_sampler_arguments, prepare
+from .sampling_args import (
+    add_class_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    add_sampler_arguments,
+    prepare,
+)
 
 METHOD_HELP = ("replace_x0: every x0 estimate takes the known values (any sampler); replace_xt: after each step "
                "the known values, noised to the step's level, replace x_t's (any sampler but pf_ode); repaint: "
@@ -32,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mask", required=True,
                    help="1 = KNOWN, 0 = to fill: a black (fill) and white (known) image at the model's size, or a "
                         ".npy/.csv of 0 and 1 in the sample's shape, one for all or one per sample")
-    p.add_argument("--out", required=True, help="as for gaussdiff sample: .png grid, .npy, folder DIR/, .csv")
+    add_output_arguments(p, "as for gaussdiff sample: .png grid, .npy, folder DIR/, .csv")
     p.add_argument("--method", choices=METHODS, default="repaint", help=METHOD_HELP)
     p.add_argument("-n", "--num-samples", type=int, default=1, help="completions per input (one row each in a grid)")
     add_sampler_arguments(p, "250 for repaint (the paper's), else min(100, T)")
@@ -63,32 +69,36 @@ def run(args) -> None:
     positive("--jump-count", args.jump_count)
     sampling = prepare(args)
     model = sampling.model
-    out, kind = check_target(args.out, model.sample_shape)
     x, mask = _inputs(args, model)
+    rows = len(x) * args.num_samples  # each input's completions together
+    classes = sampling.labels or [None]
+    # a grid row per class (several --class), else per input (several completions each)
+    groups = [model.classes[c] for c in classes] if len(classes) > 1 else \
+        [f"input{i}" for i in range(len(x))] if args.num_samples > 1 else None
+    target = check_target(args.out, model.sample_shape, model.transform.levels, rows * len(classes), args.seed,
+                          groups, args.overwrite)
     steps = args.steps or default_steps(args.method, model.schedule.T)
     nfe = known_nfe(args.method, args.sampler, steps, args.jump_length, args.jump_count)
     print(f"{args.method} on {args.sampler}, {steps} steps" +
           (f", jump length {args.jump_length}, jump count {args.jump_count}" if args.method == "repaint" else "") +
           (f": {nfe} network calls per sample" if nfe else "") +
           (" (x2 where guidance runs)" if sampling.guidance and sampling.guidance.scale != 1 else ""), file=sys.stderr)
-    rows = torch.arange(len(x)).repeat_interleave(args.num_samples)  # each input's completions together
     x_known = model.transform.forward(x).float()
-    classes, filled = sampling.labels or [None], []
     bar = tqdm(desc="inpaint", unit="move", disable=not sys.stderr.isatty())
-    for label in classes:
-        for start in range(0, len(rows), args.batch_size):
-            part = rows[start:start + args.batch_size]
-            denoiser, options = sampling.denoiser(label, len(part))
-            y = sample_known(denoiser, x_known[part], mask[part], model.schedule, method=args.method,
-                             sampler=args.sampler, steps=steps, spacing=args.spacing,
-                             grid_options=sampling.grid_options, seed=args.seed, start=start,
-                             jump_length=args.jump_length, jump_n_sample=args.jump_count,
-                             callback=lambda *_: bar.update(), **options)
-            y = model.to_data_units(y)
-            filled.append(torch.where(mask[part], x[part].to(y.dtype), y))  # the known values, bit-exact
-    bar.close()
-    # a grid row per class (several --class), else per input (several completions each)
-    groups = [model.classes[c] for c in classes] if len(classes) > 1 else \
-        [f"input{i}" for i in range(len(x))] if args.num_samples > 1 else None
-    write_samples(out, kind, torch.cat(filled), model.transform.levels, args.seed, groups)
-    print(f"wrote {len(rows) * len(classes)} completion(s) of {len(x)} input(s) to {out}")
+
+    def batches():
+        for label in classes:
+            for start in range(0, rows, args.batch_size):
+                part = torch.arange(start, min(start + args.batch_size, rows)) // args.num_samples  # their inputs
+                denoiser, options = sampling.denoiser(label, len(part))
+                y = sample_known(denoiser, x_known[part], mask[part], model.schedule, method=args.method,
+                                 sampler=args.sampler, steps=steps, spacing=args.spacing,
+                                 grid_options=sampling.grid_options, seed=args.seed, start=start,
+                                 jump_length=args.jump_length, jump_n_sample=args.jump_count,
+                                 callback=lambda *_: bar.update(), **options)
+                y = model.to_data_units(finite(y))
+                yield torch.where(mask[part], x[part].to(y.dtype), y)  # the known values, bit-exact
+
+    with bar:
+        write_samples(target, batches())
+    print(f"wrote {target.total} completion(s) of {len(x)} input(s) to {target.path}")

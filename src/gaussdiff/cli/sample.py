@@ -10,10 +10,16 @@ from tqdm import tqdm
 
 from ..data.inputs import read_samples
 from ..errors import InputError
-from ..outputs import check_target, write_samples
+from ..outputs import MAX_GRID, check_target, finite, write_samples
 from ..samplers import DEFAULT_STEPS, generate
 from .common import HelpFormatter, positive
-from .sampling_args import add_class_arguments, add_model_arguments, add_sampler_arguments, prepare
+from .sampling_args import (
+    add_class_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    add_sampler_arguments,
+    prepare,
+)
 
 STRENGTH = 0.6  # SDEdit's default: enough noise to change details, too little to lose the input's layout
 
@@ -24,10 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=None,
                    help="number of samples (per class with several --class; per input with --init) (default: 1000, "
                         "with --init 1)")
-    p.add_argument("--out", required=True,
-                   help="where the samples go, in the data's own units: .npy or .csv for vectors; for images a .png "
-                        "grid (one row per class with several --class), a .npy of the data's levels (N, C, H, W), or "
-                        "a folder DIR/ of one PNG per sample")
+    add_output_arguments(p, "where the samples go, in the data's own units: .npy or .csv for vectors; for images a "
+                            f".png grid of at most {MAX_GRID} (one row per class with several --class), a .npy of the "
+                            "data's levels (N, C, H, W), or a folder DIR/ of one PNG per sample; written as they are "
+                            "drawn, batch by batch")
     add_sampler_arguments(p, f"min({DEFAULT_STEPS}, T)")
     add_class_arguments(p)
     p.add_argument("--init", default=None,
@@ -56,26 +62,30 @@ def _plan(args, sampling) -> tuple[list, torch.Tensor | None, int, float]:
 def run(args) -> None:
     sampling = prepare(args)
     model = sampling.model
-    out, kind = check_target(args.out, model.sample_shape)
     classes, init, n, strength = _plan(args, sampling)
     per_class = n if init is None else n * len(init)
+    names = None if classes == [None] else [model.classes[c] for c in classes]
+    target = check_target(args.out, model.sample_shape, model.transform.levels, per_class * len(classes), args.seed,
+                          names, args.overwrite)
     starts = range(0, per_class, args.batch_size)
     steps = args.steps or min(DEFAULT_STEPS, model.schedule.T)
     if init is not None:
         steps = max(1, round(strength * steps))
     bar = tqdm(total=len(classes) * len(starts) * steps, desc="sample", unit="step", disable=not sys.stderr.isatty())
-    chunks = []
-    for label in classes:  # each class draws rows 0..: the same noise, so a grid column compares the classes
-        for start in starts:  # rows start.. of the set seeded by --seed: the same samples whatever the batch size
-            size = min(args.batch_size, per_class - start)
-            denoiser, options = sampling.denoiser(label, size)
-            edit = {} if init is None else {"init": init[torch.arange(start, start + size) // n], "strength": strength}
-            chunks.append(generate(denoiser, (size, *model.sample_shape), model.schedule, sampler=args.sampler,
-                                   steps=args.steps, spacing=args.spacing, seed=args.seed, start=start,
-                                   grid_options=sampling.grid_options, callback=lambda *_: bar.update(), **edit,
-                                   **options))
-    bar.close()
-    names = None if classes == [None] else [model.classes[c] for c in classes]
-    write_samples(out, kind, model.to_data_units(torch.cat(chunks)), model.transform.levels, args.seed, names)
-    what = "" if classes == [None] else f" of class {', '.join(model.classes[c] for c in classes)}"
-    print(f"wrote {per_class * len(classes)} samples{what} to {out}")
+
+    def batches():
+        for label in classes:  # each class draws rows 0..: the same noise, so a grid column compares the classes
+            for start in starts:  # rows start.. of the set seeded by --seed: the same samples whatever the batch size
+                size = min(args.batch_size, per_class - start)
+                denoiser, options = sampling.denoiser(label, size)
+                edit = {} if init is None else {"init": init[torch.arange(start, start + size) // n],
+                                                "strength": strength}
+                x = generate(denoiser, (size, *model.sample_shape), model.schedule, sampler=args.sampler,
+                             steps=args.steps, spacing=args.spacing, seed=args.seed, start=start,
+                             grid_options=sampling.grid_options, callback=lambda *_: bar.update(), **edit, **options)
+                yield model.to_data_units(finite(x))
+
+    with bar:
+        write_samples(target, batches())
+    what = "" if classes == [None] else f" of class {', '.join(names)}"
+    print(f"wrote {target.total} samples{what} to {target.path}")

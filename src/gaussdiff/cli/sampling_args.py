@@ -23,6 +23,14 @@ def add_model_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
 
 
+def add_output_arguments(p, help: str) -> None:
+    """--out and --overwrite."""
+    p.add_argument("--out", required=True, help=help)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (a folder: the files of this run's names in it; its other files "
+                        "stay); without it an existing one is refused")
+
+
 def add_sampler_arguments(p, steps_default: str) -> None:
     """The sampler, its grid and its options, x0 clipping, the batch size."""
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler: {', '.join(SAMPLERS)}")

@@ -146,12 +146,24 @@ def _write_csv(f, array: np.ndarray) -> None:
     f.write("".join(",".join(map(repr, row)) + "\n" for row in array.tolist()).encode())
 
 
+def check_writable_parent(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; InputError unless its folder exists, is a folder, and this process may create files there
+    (root may anywhere)."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: {parent} is a file, not a directory" if parent.exists() else
+                         f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot create files in {parent} (permission denied)")
+    return path
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Raise InputError unless an array can be written at path (known extension, existing folder)."""
+    """Raise InputError unless an array can be written at path (known extension, a folder that can be written)."""
     path = Path(path)
     _check_path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: directory {path.parent} does not exist")
+    check_writable_parent(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
     return path
@@ -172,13 +184,7 @@ def save_array(path: str | os.PathLike, array) -> None:
     """Write an array to .npy or .csv atomically: path ends up old or new, never half. Rows (N, D) go to either as
     float64; integer arrays (image levels) of any shape (N, ...) keep their dtype and go to .npy only."""
     path = check_output_path(path)
-    array = np.asarray(array.detach().cpu() if torch.is_tensor(array) else array)
-    if array.dtype.kind not in "iu":
-        array = array.astype(np.float64)
-    is_npy = path.suffix.lower() == ".npy"
-    if array.ndim < 2 or (array.ndim > 2 and not (is_npy and array.dtype.kind in "iu")):
-        raise InputError(f"{path}: cannot save an array of shape {array.shape} as {path.suffix}; expected rows (N, D)"
-                         + (" (images go to .npy or .png)" if array.ndim > 2 else ""))
+    array = _writable_array(path, array)
     is_npy = path.suffix.lower() == ".npy"
     try:
         write_atomically(path, lambda f: np.save(f, array) if is_npy else _write_csv(f, array))
@@ -186,3 +192,41 @@ def save_array(path: str | os.PathLike, array) -> None:
         raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
 
 
+def stream_array(path: str | os.PathLike, total: int, batches) -> None:
+    """Write ``total`` rows that come as consecutive arrays (B, ...) from the iterable ``batches`` to a .npy or .csv
+    atomically, holding one batch at a time; the file is what :func:`save_array` writes for all the rows at once.
+    Whatever ``batches`` raises leaves path as it was."""
+    path = check_output_path(path)
+
+    def write(f):
+        written, dtype = 0, None
+        for batch in batches:
+            batch = _writable_array(path, batch)
+            if path.suffix.lower() == ".csv":
+                _write_csv(f, batch)
+            else:
+                if dtype is None:  # the header, as np.save writes it, once the first batch tells the dtype
+                    dtype = batch.dtype
+                    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                             "fortran_order": False, "shape": (total, *batch.shape[1:])})
+                f.write(np.ascontiguousarray(batch, dtype=dtype).tobytes())
+            written += len(batch)
+        if written != total:
+            raise ValueError(f"{path}: {written} rows came for {total}")
+
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+
+
+def _writable_array(path: Path, array) -> np.ndarray:
+    """``array`` as numpy, float64 unless integer; InputError unless path's format holds it (see save_array)."""
+    array = np.asarray(array.detach().cpu() if torch.is_tensor(array) else array)
+    if array.dtype.kind not in "iu":
+        array = array.astype(np.float64)
+    is_npy = path.suffix.lower() == ".npy"
+    if array.ndim < 2 or (array.ndim > 2 and not (is_npy and array.dtype.kind in "iu")):
+        raise InputError(f"{path}: cannot save an array of shape {array.shape} as {path.suffix}; expected rows (N, D)"
+                         + (" (images go to .npy or .png)" if array.ndim > 2 else ""))
+    return array
