@@ -43,7 +43,8 @@ def test_condition_is_the_joint_on_a_grid_normalized(mix2d, x0):
     y = np.linspace(-20, 20, 20_001)
     joint = np.exp(scipy_log_prob(w, m, C, np.stack([np.full_like(y, x0), y], 1))[0])
     expected = joint / trapezoid(joint, y)
-    cond = GaussianMixture(w, m, C).condition(torch.tensor([True, False]), torch.tensor([x0, np.nan], dtype=torch.float64))
+    x_known = torch.tensor([x0, np.nan], dtype=torch.float64)  # float64: a float32 x0 would be x0 rounded
+    cond = GaussianMixture(w, m, C).condition(torch.tensor([True, False]), x_known)
     assert cond.dim == 1
     got = torch.exp(cond.log_prob(torch.from_numpy(y[:, None]))).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * expected.max())
