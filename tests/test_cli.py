@@ -229,7 +229,7 @@ def test_sample_bad_run_folder(bad_run_folders, tmp_path, capsys, which, needle)
     (["--sampler", "ddpm", "--variance", "big"], ["unknown reverse variance 'big'"]),
     (["--sampler", "ddpm", "--eta", "0.5"], ["sampler 'ddpm' has no option 'eta' (its options: variance)"]),
     (["--sampler", "heun", "--rtol", "1e-3"], ["sampler 'heun' has no option 'rtol' (it takes none)"]),
-    (["--seed", "-1"], ["the seed must be an integer >= 0, got -1"]),
+    (["--seed", "-1"], ["the seed must be an integer in [0, 4294967295], got -1"]),
     (["--weights", "best"], ["unknown weights 'best'"]),
 ])
 def test_sample_bad_option(run, tmp_path, capsys, args, needles):

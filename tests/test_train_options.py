@@ -74,7 +74,7 @@ def test_bf16_autocast_trains_on_cpu(eager, tmp_path):
     (["--device", "tpu"], "unknown device 'tpu'; known: auto, cpu, cuda, mps"),
     (["--grad-accum", "3"], "batch-size 128 must be a multiple of processes x grad-accum = 3"),
     (["--grad-accum", "0"], "grad-accum must be positive"),
-    (["--seed", "-1"], "seed must lie in [0, 2^31)"),
+    (["--seed", "-1"], "the seed must be an integer in [0, 4294967295], got -1"),
 ])
 def test_bad_training_options_are_one_line(tmp_path, capsys, flags, message):
     assert main(["train", "--out", str(tmp_path / "run"), "--steps", "5", *TINY, *flags]) == 2

@@ -3,6 +3,7 @@ plain numeric arguments that raise them."""
 
 import math
 import numbers
+import os
 
 
 class GaussdiffError(Exception):
@@ -39,3 +40,25 @@ def check_positive(name: str, value) -> float:
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
         return float(value)
     raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the system does not say, e.g. Windows)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(option: str, nbytes: float, what: str) -> None:
+    """InputError naming ``option`` when ``what`` takes more than this machine's physical memory: ``nbytes`` is a
+    lower bound of what it holds at once, so the check refuses only work that cannot fit, before any of it is done
+    (instead of an allocation failure, or the kernel's out-of-memory killer, halfway through)."""
+    total = machine_memory()
+    if total is not None and nbytes > total:
+        raise InputError(f"{what} would take at least {_gigabytes(nbytes)} of memory, more than this machine's "
+                         f"{_gigabytes(total)}: choose a smaller {option}")
+
+
+def _gigabytes(nbytes: float) -> str:
+    return f"{nbytes / 1e9:,.3g} GB" if nbytes < 1e12 else f"{nbytes / 1e9:,.0f} GB"

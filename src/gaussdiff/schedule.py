@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError, check_int
+from .errors import InputError, check_int, check_memory
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "sigmoid_alpha_bar")
 
@@ -137,6 +137,9 @@ def make_schedule(
         betas = _as_betas(trained_betas)
         return NoiseSchedule(betas, {"beta_schedule": "custom", "trained_betas": betas.tolist()})
     T = check_int("num_train_timesteps", num_train_timesteps, 1)
+    # building it holds at least 5 float64 arrays of T values (the betas twice, log(1 - beta), its cumulative sum and
+    # log alpha_bar), before alpha_bar itself
+    check_memory("num_train_timesteps", 40 * T, f"num_train_timesteps {T}: the noise schedule")
     if beta_schedule == "linear":
         betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     elif beta_schedule == "scaled_linear":

@@ -16,7 +16,7 @@ from .. import plots
 from ..atomic import write_text_atomically
 from ..bound import VARIANCE_TYPES
 from ..data import BUILTIN, load_points, output_folder
-from ..errors import InputError
+from ..errors import InputError, check_memory
 from ..likelihood import Bound, check_levels, elbo, elbo_importance
 from ..losses import ImportanceSampler
 from ..saved import SavedModel, load_model
@@ -90,6 +90,12 @@ def checked_inputs(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.run, weights=args.weights)
+    if model.schedule.T < 2:
+        raise InputError(f"{args.run} has a chain of T = 1 step: its bound has no L_(t-1) terms and the reverse "
+                         "variance at t = 1 has no t = 2 to take its value from; elbo needs T >= 2")
+    if args.data in BUILTIN:  # drawn afresh, float64
+        check_memory("-n/--num-points", 8 * args.num_points * math.prod(model.sample_shape),
+                     f"-n {args.num_points}: the points")
     if args.variance_type is not None:
         model = dataclasses.replace(model, variance_type=args.variance_type)
     x, description = load_points(args.data, args.num_points, args.seed, model.sample_shape)

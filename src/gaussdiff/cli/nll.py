@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .. import plots
 from ..atomic import write_text_atomically
 from ..data import BUILTIN, load_points, output_folder
+from ..errors import check_memory
 from ..likelihood import check_levels, check_options, mean_se, ode_nll
 from ..samplers.ode import ADAPTIVE_METHODS, check_solver
 from ..saved import load_model
@@ -54,6 +55,9 @@ def checked_inputs(args):
     check_solver(args.rtol, args.atol, args.method)
     model = load_model(args.run, weights=args.weights)
     check_options(args.hutchinson or 0, "rademacher", args.sigma_min, model.schedule)
+    if args.data in BUILTIN:  # drawn afresh, float64
+        check_memory("-n/--num-samples", 8 * args.num_samples * math.prod(model.sample_shape),
+                     f"-n {args.num_samples}: the points")
     x, description = load_points(args.data, args.num_samples, args.seed, model.sample_shape)
     check_data_shape(x, model, args.run)
     if args.levels is None:

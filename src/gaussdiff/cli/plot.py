@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import check_memory
 from ..report import make_pictures
 from .common import HelpFormatter, positive
 
@@ -16,5 +17,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> None:
     positive("-n/--num-samples", args.num_samples)
+    # n samples over n data points, of 2 or more float32 values each (images: a fixed grid, whatever -n)
+    check_memory("-n/--num-samples", 2 * 8 * args.num_samples, f"-n {args.num_samples}: the points")
     for path in make_pictures(args.run, n=args.num_samples, seed=args.seed, out=args.out):
         print(f"picture: {path}")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from ..data import BUILTIN, output_folder
-from ..errors import InputError, check_positive
+from ..errors import InputError, check_memory, check_positive
 from ..samplers import SAMPLERS
 from ..saved import load_model
-from ..sweep import DEFAULT_NFE, check_request, format_table, held_out, sweep, write_results
+from ..sweep import DEFAULT_NFE, FLOOR_DRAWS, check_request, format_table, held_out, sweep, write_results
 from .common import HelpFormatter, positive
 
 
@@ -55,6 +56,9 @@ def run(args) -> None:
                          "gaussdiff score")
     samplers, nfes = check_request(model.schedule, [s.strip() for s in args.samplers.split(",")],
                                    _ints("--nfe", args.nfe), args.spacing)
+    # the reference and FLOOR_DRAWS fresh sets of n points each, in float64
+    check_memory("-n/--num-samples", 8 * (FLOOR_DRAWS + 1) * args.num_samples * math.prod(model.sample_shape),
+                 f"-n {args.num_samples}: the held-out sets")
     reference, fresh = held_out(args.data, args.num_samples, args.seed, model.transform.sample_shape)
     out = output_folder(args.out or Path(args.run) / "sweep", "the sweep folder")
     result = sweep(model, reference, fresh, samplers, nfes, seed=args.seed, spacing=args.spacing,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 
 from ..data import BUILTIN, IMAGE_BUILTIN
@@ -14,6 +13,7 @@ from ..saved import load_model
 from ..errors import InputError
 from ..train import TrainConfig, resolve, train
 from ..train.config import DATA_DEFAULTS, TYPES
+from ..train.distributed import launched_rank
 from .common import HelpFormatter
 
 TRAIN_HELP = {
@@ -114,7 +114,7 @@ def run(args) -> None:
     if args.resume and args.overwrite:
         raise InputError("--resume continues a run and --overwrite replaces it: give one of them")
     folder = train(cfg, overwrite=args.overwrite, resume=args.resume is not None, progress=sys.stderr.isatty())
-    if os.environ.get("RANK", "0") != "0":
+    if launched_rank()[0] != 0:
         return
     print(f"trained: {folder}/model")
     if not args.no_pictures and pictures_apply(load_model(folder)):

@@ -15,13 +15,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
-from ..data import BUILTIN, IMAGE_BUILTIN
+from ..data import BUILTIN, IMAGE_BUILTIN, check_seed
 from ..data.images import is_image_source
 from ..diffusers_config import read_scheduler_config
-from ..errors import InputError
+from ..errors import InputError, check_memory
 from ..losses import check_loss_type
+from ..nets import MLP
 from ..param import check_prediction_type
 from .folder import check_run_folder
 
@@ -87,8 +89,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{flag(name)} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**31:
-            raise InputError(f"seed must lie in [0, 2^31), got {self.seed}")
+        if self.num_train_timesteps < 2:
+            raise InputError(f"num-train-timesteps must be at least 2, got {self.num_train_timesteps}: the reverse "
+                             "step at t = 1 takes its variance from t = 2 (beta-tilde is 0 at t = 1), and a one-step "
+                             "chain's bound has no L_{t-1} terms")
+        check_seed(self.seed)
         for name in ["lr", "time_budget"]:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -116,6 +121,7 @@ class TrainConfig:
         check_prediction_type(self.prediction_type)
         check_loss_type(self.loss_type, self.variance_type)
         check_network_section(self.network)
+        check_training_memory(self, images)
         return self
 
 
@@ -155,6 +161,45 @@ def check_network_section(network: dict) -> None:
     if kind == "mlp" and set(network) - {"kind"}:
         raise InputError(f"the mlp network is sized by --width, --depth and --emb-dim; the network section holds "
                          f"{', '.join(sorted(set(network) - {'kind'}))}")
+
+
+def check_training_memory(cfg: TrainConfig, images: bool) -> None:
+    """Refuse, before any work, what cannot fit in this machine's memory: the points of a built-in 2-D set, and the
+    MLP's training state (vector data; an image network's size is known only once its data are read)."""
+    if cfg.data in BUILTIN:  # drawn afresh: 2 float64 values per point
+        check_memory("--n-data", 16 * cfg.n_data, f"--n-data {cfg.n_data}: the data set")
+    if images or cfg.network.get("kind", "auto") not in ("auto", "mlp"):
+        return
+    micro = max(1, min(cfg.batch_size, cfg.n_data if cfg.data in BUILTIN else cfg.batch_size) // cfg.grad_accum)
+    params, kept = (a + (cfg.depth - 1) * (b - a) for a, b in zip(*(mlp_bytes(cfg, depth, micro) for depth in (1, 2))))
+    if cfg.precision != "fp32":  # autocast keeps some activations in 16 bits
+        kept //= 2
+    # weights, EMA and Adam's two moments, with the activations of one micro-batch at the end of the forward pass;
+    # the gradients replace those activations during the backward pass
+    check_memory("--width, --depth or --batch-size", max(4 * params + kept, 5 * params),
+                 f"training an MLP of width {cfg.width} and depth {cfg.depth} ({params // 4:,} parameters) on "
+                 f"micro-batches of {micro}")
+
+
+def mlp_bytes(cfg: TrainConfig, depth: int, batch: int) -> tuple[int, int]:
+    """(bytes of the parameters, bytes of the tensors autograd keeps for the backward pass of a ``batch``) of
+    the MLP ``cfg`` asks for, at ``depth`` and for 1-D data (a lower bound for any data), measured on the meta device
+    (shapes only, nothing allocated). Both grow linearly with the depth: the caller extrapolates from depths 1 and 2."""
+    with torch.device("meta"):
+        net = MLP(1, cfg.num_train_timesteps, cfg.width, depth, cfg.emb_dim, cfg.variance_type == "learned_range")
+        params = {id(p) for p in net.parameters()}
+        kept = {}
+
+        def keep(x):  # each tensor once, a view as its base, the parameters (and views of them) not at all
+            base = x if x._base is None else x._base
+            if id(base) not in params:
+                kept[id(base)] = base
+            return x
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda x: x):
+            net(torch.zeros(batch, 1), torch.zeros(batch))
+    return (sum(p.numel() * p.element_size() for p in net.parameters()),
+            sum(x.numel() * x.element_size() for x in kept.values()))
 
 
 def flag(name: str) -> str:

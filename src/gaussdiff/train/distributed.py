@@ -37,10 +37,15 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
 
 
+def launched_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun set them in the environment; (0, 1) without torchrun."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def start(device: str) -> Processes:
     """Join the process group when torchrun started us (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = launched_rank()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
