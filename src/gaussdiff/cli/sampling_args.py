@@ -63,8 +63,8 @@ def add_class_arguments(p) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale s in diffusers' convention: 1 = the conditional model, 0 = "
                         "the unconditional one, s > 1 pushes towards the class (Ho & Salimans' w = s - 1) at one extra "
-                        f"batched network call per step (default: {DEFAULT_GUIDANCE} for a model trained with label "
-                        "dropout, else 1)")
+                        f"batched network call per step (default: {DEFAULT_GUIDANCE:g}, the digits benchmark's choice: "
+                        "there every s > 1 raised FD while s = 1 was already 99.5 %% accurate)")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="guide only where LO < noise level <= HI (Kynkaanniemi et al. 2024), elsewhere the "
                         "conditional model alone (default: everywhere)")
