@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +20,18 @@ from safetensors.torch import load, save_file
 from torch import nn
 
 from . import __version__
+from .atomic import replace_folder, temporary_folder
 from .bound import check_variance_type
 from .diffusers_config import write_scheduler_config
 from .errors import InputError
 from .nets import build_network
-from .param import Denoiser, ReverseModel, as_denoiser, as_reverse_model, check_prediction_type
+from .param import (
+    Denoiser,
+    ReverseModel,
+    as_denoiser,
+    as_reverse_model,
+    check_prediction_type,
+)
 from .schedule import NoiseSchedule, schedule_from_config
 from .transforms import transform_from_dict
 
@@ -117,7 +122,7 @@ class SavedModel:
         folder = Path(folder)
         if not folder.parent.is_dir():
             raise InputError(f"cannot save a model into {folder}: {folder.parent} is not a directory")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp = temporary_folder(folder, "new")
         try:
             checksums = {}
             for key, module in (("ema", self.network), ("online", online)):
@@ -127,11 +132,9 @@ class SavedModel:
             (tmp / "config.json").write_text(json.dumps(self.config() | {"checksums": checksums}, indent=2))
             # The schedule as diffusers reads it: DDPMScheduler.from_pretrained(folder) works.
             write_scheduler_config(tmp, self.schedule, self.prediction_type, variance_type=self.variance_type)
-            # mkdtemp and safetensors make things private (0700 / 0600); use the usual modes, as atomic.py does.
-            tmp.chmod(0o755)
-            for file in tmp.iterdir():
+            for file in tmp.iterdir():  # safetensors makes files private (0600); use the usual mode
                 file.chmod(0o644)
-            _swap_in(tmp, folder)
+            replace_folder(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -165,17 +168,6 @@ def check_conditioning(conditioning: dict, num_classes: int) -> None:
 
 def _state(module: nn.Module) -> dict:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-
-
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Replace ``folder`` by the complete ``tmp``: the old one is moved aside, then removed."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-        os.replace(folder, old / folder.name)
-    os.replace(tmp, folder)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def find_model_dir(path) -> Path:

@@ -10,14 +10,14 @@ passes, so it loads there but runs only in a loop that passes them.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
+from ..atomic import replace_folder, temporary_folder
 from ..data.files import check_writable_parent
 from ..errors import InputError
 from ..nets.diffusers_unet import KIND, save_pipeline
-from ..saved import _swap_in, find_model_dir, load_model
+from ..saved import find_model_dir, load_model
 from .common import HelpFormatter
 
 
@@ -56,11 +56,10 @@ def run(args) -> None:
     if K:
         warnings.warn(f"the model is class-conditional ({K} classes): DDPMPipeline passes no class_labels, so run its "
                       f"unet in a loop that passes class_labels in 0..{K - 1}, or {K} for no class")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temporary_folder(out, "new")
     try:
         save_pipeline(model.network, tmp, model.schedule, model.prediction_type, model.variance_type)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        _swap_in(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
