@@ -39,8 +39,9 @@ def snapshot(folder):
 
 
 def one_line_error(capsys, argv, *needles):
-    """Run main(argv); assert exit code 2 and exactly one stderr line naming the problem; return it."""
-    code = main(argv)
+    """Run main(argv) (its items as text); assert exit code 2 and exactly one stderr line naming the problem, no
+    traceback; return it."""
+    code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     assert code == 2, captured
     lines = captured.err.splitlines()

@@ -24,6 +24,8 @@ from gaussdiff.train import TrainConfig
 from gaussdiff.train.batches import GlobalBatches
 from gaussdiff.train.config import mlp_bytes
 
+from test_cli import one_line_error
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 T = 20
 TINY = ["--n-data", "200", "--width", "16", "--depth", "1", "--emb-dim", "16", "--num-train-timesteps", "20",
@@ -48,19 +50,6 @@ def model(tmp_path_factory):
 @pytest.fixture
 def machine(monkeypatch):
     monkeypatch.setattr(gaussdiff.errors, "machine_memory", lambda: int(MEMORY))
-
-
-def one_line_error(capsys, argv, *needles):
-    """main(argv) exits 2 with exactly one line on stderr that names each needle, and no traceback."""
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"gaussdiff {argv[0]}: error: "), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # --- sizes checked up front ------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from gaussdiff.saved import load_model
 from gaussdiff.schedule import make_schedule
 from gaussdiff.sweep import FLOOR_DRAWS, format_table, held_out, steps_for_nfe, sweep
 
+from test_cli import one_line_error
+
 T = 50
 TINY = ["--n-data", "2000", "--width", "32", "--depth", "1", "--emb-dim", "16", "--num-train-timesteps", str(T),
         "--batch-size", "128", "--warmup-steps", "5", "--threads", "1", "--no-pictures"]
@@ -35,18 +37,6 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "run"
     assert main(["train", "--out", str(out), "--steps", "40", *TINY]) == 0
     return out
-
-
-def one_line_error(capsys, argv, *needles):
-    """main(argv) exits with 2 and exactly one stderr line naming the problem."""
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"gaussdiff {argv[0]}: error: "), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def assert_png(path):

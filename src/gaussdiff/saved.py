@@ -281,10 +281,15 @@ def _load_weights(network: nn.Module, file: Path, checksum: str | None) -> None:
     network.load_state_dict(state)
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """name -> number of NaN or Inf values, for each floating tensor of ``state`` that holds any, in order."""
+    return {name: int((~torch.isfinite(v)).sum()) for name, v in state.items()
+            if v.is_floating_point() and not torch.isfinite(v).all()}
+
+
 def check_finite_weights(state: dict[str, torch.Tensor], where) -> None:
     """InputError naming the first tensor of ``state`` that holds NaN or Inf, and how many."""
-    bad = {name: int((~torch.isfinite(v)).sum()) for name, v in state.items()
-           if v.is_floating_point() and not torch.isfinite(v).all()}
+    bad = nonfinite_tensors(state)
     if bad:
         name, count = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""

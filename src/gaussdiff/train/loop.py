@@ -24,7 +24,7 @@ from ..data import Dataset, load_dataset
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, training_loss
 from ..nets import build_network, diffusers_unet2d_config, unet_config
-from ..saved import SavedModel, class_conditioning
+from ..saved import SavedModel, class_conditioning, nonfinite_tensors
 from ..schedule import make_schedule
 from . import distributed
 from .batches import GlobalBatches
@@ -56,10 +56,9 @@ def diverged_message(run: Path, step: int) -> str:
 def check_finite_weights(modules: dict[str, torch.nn.Module], run: Path) -> None:
     """TrainingError naming the first tensor of the named modules that holds NaN or Inf (nothing is exported then)."""
     for which, module in modules.items():
-        for name, tensor in module.state_dict().items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise TrainingError(f"the {which} weights are not finite ({name} holds NaN or Inf), so no model was "
-                                    f"exported to {run / 'model'}; try a smaller --lr")
+        if bad := nonfinite_tensors(module.state_dict()):
+            raise TrainingError(f"the {which} weights are not finite ({next(iter(bad))} holds NaN or Inf), so no model "
+                                f"was exported to {run / 'model'}; try a smaller --lr")
 
 
 def data_sha256(data: Dataset) -> str:
@@ -224,8 +223,9 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
 
         def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
+            conditioning = class_conditioning(data.classes, label_dropout) if num_classes else None
             return SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
-                              cfg.variance_type, class_conditioning(data.classes, label_dropout) if num_classes else None)
+                              cfg.variance_type, conditioning)
 
         def checkpoint() -> Path | None:
             state = learner.state_dict(step, time.perf_counter() - start)
