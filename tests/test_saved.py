@@ -93,6 +93,36 @@ def test_config_carries_format_and_version(tmp_path):
     assert config["sample_shape"] == [3] and config["network"]["sample_shape"] == [3]
 
 
+def test_data_columns_and_dtype_round_trip_and_are_optional(tmp_path, run):
+    """Optional fields of format 2: the data's column names and dtype; a model without them records neither (older
+    folders load as before: no names, float64); a run on a built-in set records x, y and float32, its points' dtype."""
+    model = tiny_model()
+    model.columns, model.data_dtype = ["a", "b", "c"], "float32"
+    config = json.loads((model.save(tmp_path / "m") / "config.json").read_text())
+    assert config["data"]["columns"] == ["a", "b", "c"] and config["data"]["dtype"] == "float32"
+    loaded = load_model(tmp_path / "m")
+    assert loaded.columns == ["a", "b", "c"] and loaded.data_dtype == "float32"
+    assert loaded.to_data_units(torch.zeros(2, 3)).dtype == torch.float32
+    plain = json.loads((tiny_model().save(tmp_path / "p") / "config.json").read_text())["data"]
+    assert set(plain) == {"name", "transform"}
+    assert load_model(tmp_path / "p").to_data_units(torch.zeros(2, 3)).dtype == torch.float64
+    assert (load_model(run).columns, load_model(run).data_dtype) == (["x", "y"], "float32")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(dtype="float16"), "unknown data dtype 'float16'; known: float32, float64"),
+    (lambda d: d.update(columns=["a", "b"]), "the data columns ['a', 'b'] must be 3 names"),
+    (lambda d: d.update(columns="abc"), "the data columns 'abc' must be 3 names"),
+    (lambda d: d.update(columns=["a", "b,c", "d"]), "without commas or line breaks"),
+    (lambda d: d.update(columns=["a", 2, "c"]), "must be 3 names"),
+])
+def test_bad_data_columns_or_dtype_are_refused(model_dir, edit, message):
+    edit_config(model_dir, lambda c: edit(c["data"]))
+    with pytest.raises(InputError) as error:
+        load_model(model_dir)
+    assert str(error.value).startswith(f"{model_dir / 'config.json'}: ") and message in str(error.value)
+
+
 def test_model_file_holds_ema_weights_and_online_file_the_raw_ones(run):
     ckpt = torch.load(run / "checkpoints" / f"step_{STEPS:08d}.pt", weights_only=True)
     assert ckpt["step"] == STEPS

@@ -1,7 +1,9 @@
 """Where samples go (layer 7): the writer follows the sample shape and always writes the data's own units and levels.
 
-Vectors and table rows: ``.npy`` or ``.csv``. Images: ``.png`` (one grid), ``.npy`` (the levels as integers,
-(N, C, H, W)) or a folder (``DIR/``, or an existing folder: one PNG per sample, named by its index and the seed).
+Vectors and table rows: ``.npy`` or ``.csv``, of the model's data dtype (float32 or float64; a .csv holds the shortest
+text that reads back as each value, under the data's column names where the model records them). Images: ``.png``
+(one grid), ``.npy`` (the levels as integers, (N, C, H, W)) or a folder (``DIR/``, or an existing folder: one PNG per
+sample, named by its index and the seed).
 Every target is checked before any work (its kind, that its folder can be written, that it does not exist unless
 overwrite is given, that the samples fit on its disk). Samples are written batch by batch as they come, so memory
 holds one batch (a grid: at most MAX_GRID images), to a temporary name renamed onto the target once all are written.
@@ -34,7 +36,7 @@ CSV_BYTES = 20  # about what one value takes in a .csv (a float64's shortest rep
 class Target:
     """A checked output: its path and kind ('folder', 'grid' or 'array'), and the samples it receives: ``total`` in
     the data's ``levels`` (None: real values), drawn under ``seed``, in len(groups) equal blocks named by ``groups``
-    (one per class or input, in order; None: one block)."""
+    (one per class or input, in order; None: one block); a .csv's header names ``columns`` (None: no header)."""
 
     path: Path
     kind: str
@@ -42,6 +44,7 @@ class Target:
     levels: int | None
     seed: int
     groups: list[str] | None = None
+    columns: list[str] | None = None
 
     @property
     def per_group(self) -> int:
@@ -67,9 +70,11 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 
 
 def check_target(target: str | os.PathLike, sample_shape: tuple[int, ...], levels: int | None, total: int,
-                 seed: int, groups: list[str] | None = None, overwrite: bool = False) -> Target:
-    """The output for ``total`` samples of the model's shape, checked before any work: InputError names what fits
-    instead, an existing target (without ``overwrite``), a folder that cannot be written, a disk too small."""
+                 seed: int, groups: list[str] | None = None, overwrite: bool = False,
+                 columns: list[str] | None = None) -> Target:
+    """The output for ``total`` samples of the model's shape (vectors: with the model's ``columns``, which head a
+    .csv), checked before any work: InputError names what fits instead, an existing target (without ``overwrite``),
+    a folder that cannot be written, a disk too small."""
     path, images, folder = Path(target), len(sample_shape) == 3, is_folder_target(target)
     if not images and (path.suffix.lower() == ".png" or folder):
         raise InputError(f"{path}: pictures are written for image models; this model's samples are vectors of "
@@ -78,7 +83,7 @@ def check_target(target: str | os.PathLike, sample_shape: tuple[int, ...], level
         raise InputError(f"{path}: images are written as a .png grid, a .npy of levels or a folder (DIR/), not "
                          f"{path.suffix or 'a file without extension'}")
     kind = "folder" if images and folder else "grid" if path.suffix.lower() == ".png" else "array"
-    out = Target(path, kind, total, levels, seed, groups)
+    out = Target(path, kind, total, levels, seed, groups, columns)
     if kind == "array":
         check_output_path(path)
     else:
@@ -122,23 +127,13 @@ def _check_space(target: Target, values: int) -> None:
                          f"{free / 1e9:.3g} GB free on its disk; draw fewer or write elsewhere")
 
 
-def finite(x: torch.Tensor) -> torch.Tensor:
-    """``x``, a batch the sampler returned; InputError where it holds NaN or Inf (then nothing is written)."""
-    bad = ~torch.isfinite(x).flatten(1).all(1)
-    if bad.any():
-        raise InputError(f"the sampler returned NaN or Inf in {int(bad.sum())} of {len(x)} samples of a batch; "
-                         "nothing was written (the model or the sampling settings are unstable: try other --steps, "
-                         "--sampler or --guidance)")
-    return x
-
-
 def write_samples(target: Target, batches: Iterable[torch.Tensor]) -> None:
     """Write the samples that ``batches`` yields in order (the data's units; images: integer levels 0..levels-1) to
     ``target``, holding one batch at a time (a grid: all its images); the target changes only once all are written,
     so whatever ``batches`` raises leaves it as it was. A grid gets one row per group (with several groups), a
     folder's file names start with their group's name."""
     if target.kind == "array":
-        stream_array(target.path, target.total, batches)
+        stream_array(target.path, target.total, batches, target.columns)
     elif target.kind == "grid":
         several = target.groups and len(target.groups) > 1
         save_image_grid(target.path, np.concatenate([b.numpy() for b in batches]), target.levels,

@@ -38,10 +38,12 @@ from .transforms import transform_from_dict
 FORMAT = "gaussdiff-model"
 # 2: sample shape, network and transform kinds, and (optional, absent = unconditional) the conditioning;
 # version 1 (vectors, an MLP) still loads. Optional in version 2 (absent in older folders, which still load):
-# "checksums", the sha256 of each weight file, checked when the file is read.
+# "checksums", the sha256 of each weight file, checked when the file is read; data "columns" and "dtype", the column
+# names and dtype (float32 or float64) samples of vectors are written with (absent: no header, float64).
 FORMAT_VERSION = 2
 WEIGHT_FILES = {"ema": "model.safetensors", "online": "online.safetensors"}
 DDPM_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}  # by variance_type
+DATA_DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -53,6 +55,8 @@ class SavedModel:
     data_name: str
     variance_type: str = "fixed_small"  # of p(x_{t-1} | x_t): fixed_small, fixed_large or learned_range
     conditioning: dict | None = None  # class_conditioning(...) of a class-conditional network; None: unconditional
+    columns: list[str] | None = None  # vectors: the data's column names (a .csv header), for written samples
+    data_dtype: str | None = None  # vectors: DATA_DTYPES, the dtype of samples in the data's units (None: float64)
 
     def __post_init__(self):
         check_variance_type(self.variance_type)
@@ -61,6 +65,7 @@ class SavedModel:
             raise InputError("variance_type learned_range needs a network with a variance head (learn_variance)")
         if self.conditioning is not None:
             check_conditioning(self.conditioning, config.get("num_classes", 0))
+        check_row_format(self.columns, self.data_dtype, self.sample_shape)
 
     @property
     def classes(self) -> list[str] | None:
@@ -88,7 +93,20 @@ class SavedModel:
         """Model samples in the data's own units: the transform's inverse, rounded to the data's levels if it has
         them."""
         x = self.transform.inverse(x.double())
-        return self.transform.quantize(x) if self.transform.levels else x
+        if self.transform.levels:
+            return self.transform.quantize(x)
+        return x.float() if self.data_dtype == "float32" else x
+
+    def sample(self, n: int, **options) -> torch.Tensor:
+        """``n`` samples (per class) in the data's own units, as ``gaussdiff sample`` draws them with the same
+        settings; ``options`` as :func:`gaussdiff.sampling.sample` takes them (sampler, steps, spacing, seed, classes,
+        guidance, batch_size, device, progress, the sampler's own options). Example::
+
+            model = load_model("runs/moons")
+            x = model.sample(1000, sampler="dpmpp_2m", steps=20, spacing="log_snr", seed=0)  # (1000, 2) float32
+        """
+        from .sampling import sample  # sampling builds on this module
+        return sample(self, n, **options)
 
     def denoiser(self, cond: dict | None = None) -> Denoiser:
         """x0_hat(x_t, t) of the network given ``cond`` (e.g. {"class": (B,) long}; None: unconditional)."""
@@ -105,6 +123,10 @@ class SavedModel:
         return DDPM_VARIANCE[self.variance_type]
 
     def config(self) -> dict:
+        data = {"name": self.data_name, "transform": self.transform.to_dict()}
+        for key, value in (("columns", self.columns), ("dtype", self.data_dtype)):  # optional fields of format 2
+            if value is not None:
+                data[key] = value
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -114,7 +136,7 @@ class SavedModel:
             "prediction_type": self.prediction_type,
             "variance_type": self.variance_type,
             "sample_shape": list(self.sample_shape),
-            "data": {"name": self.data_name, "transform": self.transform.to_dict()},
+            "data": data,
         } | ({"conditioning": self.conditioning} if self.conditioning else {})
 
     def save(self, folder, online: nn.Module | None = None) -> Path:
@@ -166,6 +188,21 @@ def check_conditioning(conditioning: dict, num_classes: int) -> None:
                          f"dropout {dropout}) does not match its network ({num_classes} classes)")
 
 
+def check_row_format(columns, dtype, sample_shape: tuple[int, ...]) -> None:
+    """InputError unless ``columns`` (None, or one name per value of a vector sample, without commas or line breaks)
+    and ``dtype`` (None or one of DATA_DTYPES) describe samples of ``sample_shape``."""
+    if dtype is not None and dtype not in DATA_DTYPES:
+        raise InputError(f"unknown data dtype {dtype!r}; known: {', '.join(DATA_DTYPES)}")
+    if columns is None:
+        return
+    if len(sample_shape) != 1:
+        raise InputError(f"data columns name the values of vectors, not of samples of shape {list(sample_shape)}")
+    names = isinstance(columns, list) and all(isinstance(c, str) and not set(c) & set(",\r\n") for c in columns)
+    if not names or len(columns) != sample_shape[0]:
+        raise InputError(f"the data columns {columns!r} must be {sample_shape[0]} names, one per value of a sample, "
+                         "without commas or line breaks")
+
+
 def _state(module: nn.Module) -> dict:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
@@ -181,7 +218,8 @@ def find_model_dir(path) -> Path:
     for candidate in (path / "model", path):
         if (candidate / "config.json").is_file():
             return candidate
-    raise InputError(f"{path} is neither a gaussdiff run folder nor a model folder (no config.json or model/config.json)")
+    raise InputError(f"{path} is neither a gaussdiff run folder nor a model folder (no config.json or "
+                     "model/config.json)")
 
 
 def read_config(folder: Path) -> dict:
@@ -229,6 +267,7 @@ def load_model(path, weights: str = "ema") -> SavedModel:
         variance_type = config.get("variance_type", "fixed_small")  # absent: older files
         sample_shape = tuple(config["sample_shape"])
         conditioning = config.get("conditioning")
+        columns, data_dtype = config["data"].get("columns"), config["data"].get("dtype")  # absent: older files
         checksums = config.get("checksums", {})  # absent: written before checksums existed
     except (KeyError, TypeError) as e:
         raise InputError(f"{folder / 'config.json'} lacks or mistypes field {e}") from None
@@ -238,7 +277,8 @@ def load_model(path, weights: str = "ema") -> SavedModel:
     _load_weights(network, folder / WEIGHT_FILES[weights], checksums.get(WEIGHT_FILES[weights]))
     network.eval().requires_grad_(False)
     try:
-        return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type, conditioning)
+        return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type, conditioning,
+                          columns, data_dtype)
     except InputError as e:
         raise InputError(f"{folder / 'config.json'}: {e}") from None
 

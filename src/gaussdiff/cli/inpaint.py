@@ -11,9 +11,10 @@ from tqdm import tqdm
 
 from ..data.inputs import read_mask, read_samples
 from ..errors import InputError
-from ..outputs import check_target, finite, write_samples
+from ..outputs import check_target, write_samples
 from ..samplers.known import METHODS, default_steps, known_nfe, sample_known
 from ..samplers.repaint import JUMP_LENGTH, JUMP_N_SAMPLE
+from ..sampling import finite
 from .common import HelpFormatter, positive
 from .sampling_args import (
     add_class_arguments,
@@ -76,7 +77,7 @@ def run(args) -> None:
     groups = [model.classes[c] for c in classes] if len(classes) > 1 else \
         [f"input{i}" for i in range(len(x))] if args.num_samples > 1 else None
     target = check_target(args.out, model.sample_shape, model.transform.levels, rows * len(classes), args.seed,
-                          groups, args.overwrite)
+                          groups, args.overwrite, model.columns)
     steps = args.steps or default_steps(args.method, model.schedule.T)
     nfe = known_nfe(args.method, args.sampler, steps, args.jump_length, args.jump_count)
     print(f"{args.method} on {args.sampler}, {steps} steps" +

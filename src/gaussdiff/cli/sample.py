@@ -10,8 +10,9 @@ from tqdm import tqdm
 
 from ..data.inputs import read_samples
 from ..errors import InputError
-from ..outputs import MAX_GRID, check_target, finite, write_samples
+from ..outputs import MAX_GRID, check_target, write_samples
 from ..samplers import DEFAULT_STEPS, generate
+from ..sampling import finite
 from .common import HelpFormatter, positive
 from .sampling_args import (
     add_class_arguments,
@@ -66,7 +67,7 @@ def run(args) -> None:
     per_class = n if init is None else n * len(init)
     names = None if classes == [None] else [model.classes[c] for c in classes]
     target = check_target(args.out, model.sample_shape, model.transform.levels, per_class * len(classes), args.seed,
-                          names, args.overwrite)
+                          names, args.overwrite, model.columns)
     starts = range(0, per_class, args.batch_size)
     steps = args.steps or min(DEFAULT_STEPS, model.schedule.T)
     if init is not None:

@@ -1,18 +1,17 @@
 """The flags of the commands that run a sampler on a saved model (``sample``, ``inpaint``): the sampler and its grid,
-its options from the registry, x0 clipping, classes and guidance; and the denoiser they make for a batch."""
+its options from the registry, x0 clipping, classes and guidance; :func:`prepare` checks them into a
+:class:`gaussdiff.sampling.Plan`, as ``SavedModel.sample`` does its arguments."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
 from ..samplers import DEFAULT_SAMPLER, DEFAULT_SPACING, SAMPLERS, SPACINGS, options_by_name
-from ..samplers.guidance import INTERVAL_UNITS, clip_x0
-from ..sampling import DEFAULT_GUIDANCE, Guidance, check_classes, default_guidance, sampler_inputs
-from ..saved import SavedModel, load_model
+from ..samplers.guidance import INTERVAL_UNITS
+from ..sampling import DEFAULT_GUIDANCE, Plan, plan
+from ..saved import load_model
 from .common import positive
 
 
@@ -75,26 +74,7 @@ def add_class_arguments(p) -> None:
                         "(Lin et al. 2024)")
 
 
-@dataclass
-class Sampling:
-    """A loaded model with the sampler, options, classes and guidance the flags asked for, checked up front."""
-
-    model: SavedModel
-    sampler: str
-    options: dict
-    labels: list[int] | None
-    guidance: Guidance | None
-    clip: tuple[float, float] | None
-    grid_options: dict
-
-    def denoiser(self, label: int | None, rows: int):
-        """(what the sampler calls for ``rows`` samples of class ``label`` (None: unconditional), its options)."""
-        labels = None if label is None else torch.full((rows,), label, dtype=torch.long)
-        denoiser, options = sampler_inputs(self.model, self.sampler, self.options, labels, self.guidance)
-        return (denoiser if self.clip is None else clip_x0(denoiser, *self.clip)), options
-
-
-def prepare(args) -> Sampling:
+def prepare(args) -> Plan:
     """Check the numeric flags, set the threads, load the model and check the rest against it."""
     for name in ("steps", "batch_size", "threads"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
@@ -102,22 +82,6 @@ def prepare(args) -> Sampling:
         torch.set_num_threads(args.threads)
     model = load_model(args.run, weights=args.weights)
     given = {name: getattr(args, name) for name in options_by_name(SAMPLERS.values()) if hasattr(args, name)}
-    sampler_inputs(model, args.sampler, given)  # an unknown sampler or option: one line, before any work
-    classes = getattr(args, "classes", None)
-    guidance = _guidance(args, model, classes)
-    labels = check_classes(model, classes, guidance)
-    box = model.transform.model_range
-    if args.clip_x0 and box is None:
-        raise InputError("--clip-x0 needs data with a known range (images); this model's data have none")
-    return Sampling(model, args.sampler, given, labels, guidance, box if args.clip_x0 is not False else None,
-                    {"rho": args.rho, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max})
-
-
-def _guidance(args, model: SavedModel, classes) -> Guidance | None:
-    """The guidance the flags ask for; the model's default where none is given (None: unguided)."""
-    default = default_guidance(model, classes)
-    if args.guidance is None and args.guidance_interval is None and not args.guidance_rescale:
-        return default
-    scale = args.guidance if args.guidance is not None else default.scale if default else 1.0
-    interval = None if args.guidance_interval is None else tuple(args.guidance_interval)
-    return Guidance(scale, interval, args.guidance_interval_unit, args.guidance_rescale)
+    return plan(model, args.sampler, given, getattr(args, "classes", None), args.guidance, args.guidance_interval,
+                args.guidance_interval_unit, args.guidance_rescale, args.clip_x0,
+                {"rho": args.rho, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max})

@@ -1,4 +1,9 @@
-"""User arrays: reading .npy and .csv files of (N, D) rows, and writing arrays atomically."""
+"""User arrays: reading .npy and .csv files of (N, D) rows, and writing arrays atomically.
+
+Written rows keep their dtype (float32 or float64; other floats become float64, integers stay) and a .csv holds each
+value in the shortest text that reads back as the same number of that dtype (numpy's repr: 0.1 for float32's 0.1,
+not 0.10000000149011612), under an optional header line of column names. :func:`row_format` tells which names and
+dtype the samples of a model trained on a file should have."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import torch
 
 from ..atomic import write_atomically
 from ..errors import InputError
+from .toys import BUILTIN
 
 # ---------------------------------------------------------------------------------------------
 # User arrays.
@@ -120,20 +126,24 @@ def csv_header(path: str | os.PathLike) -> list[str] | None:
     return None if any(_is_number(c) for c in cells) else cells
 
 
+def label_column_index(column: str, header: list[str] | None, width: int, path) -> int:
+    """The 0-based index of the label ``column`` (a header name, or a column number) among ``width`` columns."""
+    if header is not None and column in header:
+        return header.index(column)
+    if column.isdigit() and int(column) < width:
+        return int(column)
+    names = f"its columns are {', '.join(header)}" if header else f"it has {width} columns, 0-based"
+    raise InputError(f"{path}: no label column {column!r} ({names})")
+
+
 def split_label_column(array: np.ndarray, column: str, path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(the features without ``column``, labels (N,) int64 indexing classes, classes: the column's distinct integer
     values in increasing order, as text). ``column`` is a header name, or a 0-based column number."""
-    header = csv_header(path)
-    if header is not None and column in header:
-        j = header.index(column)
-    elif column.isdigit() and int(column) < array.shape[1]:
-        j = int(column)
-    else:
-        names = f"its columns are {', '.join(header)}" if header else f"it has {array.shape[1]} columns, 0-based"
-        raise InputError(f"{path}: no label column {column!r} ({names})")
+    j = label_column_index(column, csv_header(path), array.shape[1], path)
     values = array[:, j]
     if not np.array_equal(values, np.round(values)):
-        raise InputError(f"{path}: label column {column!r} holds non-integer values (e.g. {values[values != np.round(values)][0]!r}); "
+        example = values[values != np.round(values)][0]
+        raise InputError(f"{path}: label column {column!r} holds non-integer values (e.g. {example!r}); "
                          "class labels must be integers")
     if array.shape[1] < 2:
         raise InputError(f"{path}: the label column {column!r} is its only column; nothing is left to model")
@@ -141,9 +151,48 @@ def split_label_column(array: np.ndarray, column: str, path) -> tuple[np.ndarray
     return np.delete(array, j, axis=1), labels.astype(np.int64), [str(v) for v in distinct]
 
 
+def fits_float32(values, chunk: int = 1 << 16) -> bool:
+    """Whether every value is a float32 as written: a float32 exactly (a float32 array read as float64), or the number
+    that float32's shortest text reads as (a .csv of 5.1, which float32 prints as 5.1). Checked ``chunk`` values at a
+    time, stopping at the first chunk that does not fit."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    with np.errstate(over="ignore"):  # values beyond float32's range become inf, and fail
+        for lo in range(0, flat.size, chunk):
+            v = flat[lo:lo + chunk]
+            f32 = v.astype(np.float32)
+            v, f32 = v[f32 != v], f32[f32 != v]  # those that are no float32 exactly must be float32's text
+            if not (f32.astype(str).astype(np.float64) == v).all():
+                return False
+    return True
+
+
+def row_format(source, label_column: str | None, rows) -> tuple[list[str] | None, str | None]:
+    """(column names, dtype) of the samples of a model trained on the (N, D) ``rows`` read from ``source`` (a .npy or
+    .csv path, or a built-in 2-D name) without ``label_column``: the names are the .csv header's without the label
+    column (a built-in set's: x, y; None for a .npy, a headerless .csv or a header of another width), the dtype
+    "float32" where :func:`fits_float32` holds for every row value, else "float64". (None, None) for images, whose
+    levels decide how they are written."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2:
+        return None, None
+    dtype = "float32" if fits_float32(rows) else "float64"
+    if str(source) in BUILTIN:
+        return ["x", "y"], dtype
+    header = csv_header(source)
+    if header is not None and label_column is not None:
+        del header[label_column_index(label_column, header, len(header), source)]
+    return (header if header is not None and len(header) == rows.shape[1] else None), dtype
+
+
+def _csv_header(columns: list[str] | None) -> bytes:
+    """The header line of a .csv with these column names (none: no line)."""
+    return (",".join(columns) + "\n").encode() if columns else b""
+
+
 def _write_csv(f, array: np.ndarray) -> None:
-    """Write rows as comma-separated shortest round-trip reprs of float64."""
-    f.write("".join(",".join(map(repr, row)) + "\n" for row in array.tolist()).encode())
+    """Write rows, each value in the shortest text that reads back as the same value of the array's dtype (numpy's
+    str of a float32 or float64, which for float64 is Python's repr)."""
+    f.write("".join(",".join(row) + "\n" for row in array.astype(str).tolist()).encode())
 
 
 def check_writable_parent(path: str | os.PathLike) -> Path:
@@ -180,35 +229,46 @@ def output_folder(path: str | os.PathLike, what: str = "the output folder") -> P
     return path
 
 
-def save_array(path: str | os.PathLike, array) -> None:
+def save_array(path: str | os.PathLike, array, columns: list[str] | None = None) -> None:
     """Write an array to .npy or .csv atomically: path ends up old or new, never half. Rows (N, D) go to either as
-    float64; integer arrays (image levels) of any shape (N, ...) keep their dtype and go to .npy only."""
+    float32 or float64 (module doc), a .csv under a header of ``columns`` if given; integer arrays (image levels) of
+    any shape (N, ...) keep their dtype and go to .npy only."""
     path = check_output_path(path)
     array = _writable_array(path, array)
-    is_npy = path.suffix.lower() == ".npy"
+
+    def write(f):
+        if path.suffix.lower() == ".npy":
+            np.save(f, array)
+        else:
+            f.write(_csv_header(columns))
+            _write_csv(f, array)
+
     try:
-        write_atomically(path, lambda f: np.save(f, array) if is_npy else _write_csv(f, array))
+        write_atomically(path, write)
     except OSError as e:
         raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
 
 
-def stream_array(path: str | os.PathLike, total: int, batches) -> None:
+def stream_array(path: str | os.PathLike, total: int, batches, columns: list[str] | None = None) -> None:
     """Write ``total`` rows that come as consecutive arrays (B, ...) from the iterable ``batches`` to a .npy or .csv
-    atomically, holding one batch at a time; the file is what :func:`save_array` writes for all the rows at once.
-    Whatever ``batches`` raises leaves path as it was."""
+    atomically, holding one batch at a time; the file is what :func:`save_array` writes for all the rows at once
+    (``columns`` the .csv header). Whatever ``batches`` raises leaves path as it was."""
     path = check_output_path(path)
 
     def write(f):
-        written, dtype = 0, None
+        written, dtype, csv = 0, None, path.suffix.lower() == ".csv"
+        if csv:
+            f.write(_csv_header(columns))
         for batch in batches:
             batch = _writable_array(path, batch)
-            if path.suffix.lower() == ".csv":
+            if csv:
                 _write_csv(f, batch)
             else:
                 if dtype is None:  # the header, as np.save writes it, once the first batch tells the dtype
                     dtype = batch.dtype
-                    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                             "fortran_order": False, "shape": (total, *batch.shape[1:])})
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                              "shape": (total, *batch.shape[1:])}
+                    np.lib.format.write_array_header_1_0(f, header)
                 f.write(np.ascontiguousarray(batch, dtype=dtype).tobytes())
             written += len(batch)
         if written != total:
@@ -221,9 +281,10 @@ def stream_array(path: str | os.PathLike, total: int, batches) -> None:
 
 
 def _writable_array(path: Path, array) -> np.ndarray:
-    """``array`` as numpy, float64 unless integer; InputError unless path's format holds it (see save_array)."""
+    """``array`` as numpy: integers and float32 as they are, anything else float64; InputError unless path's format
+    holds it (see save_array)."""
     array = np.asarray(array.detach().cpu() if torch.is_tensor(array) else array)
-    if array.dtype.kind not in "iu":
+    if array.dtype.kind not in "iu" and array.dtype != np.float32:
         array = array.astype(np.float64)
     is_npy = path.suffix.lower() == ".npy"
     if array.ndim < 2 or (array.ndim > 2 and not (is_npy and array.dtype.kind in "iu")):
