@@ -11,6 +11,7 @@ import torch
 
 from gaussdiff.train import loop as train_loop
 from gaussdiff.cli import main
+from gaussdiff.data.split import split_rows
 from gaussdiff.errors import InputError, TrainingError
 from gaussdiff.nets import MLP
 from gaussdiff.saved import load_model
@@ -77,8 +78,8 @@ def test_metrics_lines(run):
     path, cfg = run
     rows = read_metrics(path)
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
-    for r in rows:
-        assert set(r) == METRIC_KEYS
+    for r in rows:  # the last line also carries the end-of-training held-out evaluation
+        assert set(r) == METRIC_KEYS | ({"eval_train_loss", "eval_heldout_loss"} if r is rows[-1] else set())
         assert all(isinstance(r[k], (int, float)) and math.isfinite(r[k]) for k in METRIC_KEYS)
         assert 0 < r["loss"] < 10 and r["grad_norm"] > 0 and r["steps_per_s"] > 0 and r["elapsed_s"] > 0
         assert all(r[f"loss_q{i}"] > 0 for i in range(4))
@@ -312,8 +313,9 @@ def test_data_file_trains_and_samples_come_back_in_user_units(tmp_path, capsys):
                  progress=False)
     model = load_model(path)
     assert model.sample_shape == (3,) and model.data_name == str(tmp_path / "points.npy")
-    np.testing.assert_allclose(model.transform.mean.numpy(), x.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(model.transform.std.numpy(), x.std(0), rtol=1e-8)  # sums of 1e5-size terms
+    fitted = x[split_rows(n, 0.1, 0)[0]]  # the standardizer sees the training rows only (--holdout 0.1 by default)
+    np.testing.assert_allclose(model.transform.mean.numpy(), fitted.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(model.transform.std.numpy(), fitted.std(0), rtol=1e-8)  # sums of 1e5-size terms
 
     out = tmp_path / "samples.npy"
     assert main(["sample", str(path), "-n", "2000", "--steps", "20", "--out", str(out), "--threads", "1"]) == 0

@@ -8,6 +8,8 @@ The bound as a loss (Nichol & Dhariwal 2021, sec. 3.1), in bits/dim, with L_t th
     L_hybrid = L_simple + lambda L_vlb,   lambda = 0.001,
 where L_vlb sees the reverse mean under a stop-gradient, so that it trains only the learned variance
 (the mean is left to L_simple), as in improved-diffusion.
+Min-SNR-gamma weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights
+L_simple per t so that, on the x_0 scale, it is min(SNR_t, gamma) || x0_hat - x_0 ||^2 (``loss_weight``).
 Importance sampling of t (Nichol & Dhariwal sec. 3.3): p_t proportional to sqrt(E[L_t^2]) over the last
 10 losses at t, uniform until every t has 10, mixed with 1e-3 of the uniform law; the weights
 1 / (T p_t) keep the weighted loss an unbiased estimate of the uniform one.
@@ -22,10 +24,11 @@ import torch
 from .bound import check_variance_type, model_mean, vlb_terms
 from .chain import q_sample
 from .errors import InputError, TrainingError
-from .param import reverse_from_output, split_output, time_dtype, training_target
+from .param import check_prediction_type, reverse_from_output, split_output, time_dtype, training_target
 from .schedule import NoiseSchedule
 
 LOSS_TYPES = ("simple", "hybrid", "vlb")
+LOSS_WEIGHTINGS = ("none", "min_snr")
 HYBRID_LAMBDA = 1e-3
 
 
@@ -47,6 +50,34 @@ def _mean_square(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).flatten(1).mean(1)
 
 
+def check_loss_weighting(weighting: str, gamma: float, loss_type: str = "simple") -> None:
+    """``none`` or ``min_snr`` with a positive finite gamma; the weighting acts on L_simple, which ``vlb`` has not."""
+    if weighting not in LOSS_WEIGHTINGS:
+        raise InputError(f"unknown loss_weighting {weighting!r}; known: {', '.join(LOSS_WEIGHTINGS)}")
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise InputError(f"min_snr_gamma must be a positive number, got {gamma}")
+    if weighting != "none" and loss_type == "vlb":
+        raise InputError(f"loss_weighting {weighting!r} weights L_simple; loss_type 'vlb' has none (use simple or "
+                         "hybrid)")
+
+
+def loss_weight(prediction_type: str, snr: torch.Tensor, weighting: str = "none", gamma: float = 5.0):
+    """The factor (shaped as ``snr``) multiplying the per-sample L_simple of ``prediction_type`` at SNR_t.
+
+    With x_t = a x_0 + s eps (a^2 = abar, s^2 = 1 - abar, SNR = a^2 / s^2), each target's error is a multiple of the
+    error of the x_0 it implies: x0_hat - x_0 = -(s / a) (eps_hat - eps) = -s (v_hat - v), so
+        ||eps_hat - eps||^2 = SNR ||x0_hat - x_0||^2,   ||v_hat - v||^2 = ||x0_hat - x_0||^2 / s^2 = (SNR + 1) ||.||^2.
+    Min-SNR-gamma trains min(SNR, gamma) ||x0_hat - x_0||^2, i.e. multiplies the target's own loss by
+        epsilon: min(SNR, gamma) / SNR,   v_prediction: min(SNR, gamma) / (SNR + 1),   sample: min(SNR, gamma).
+    ``none`` is 1 (each target's plain mean square)."""
+    if weighting == "none":
+        return torch.ones_like(snr)
+    check_loss_weighting(weighting, gamma)
+    clipped = snr.clamp(max=gamma)
+    return {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}[
+        check_prediction_type(prediction_type)]
+
+
 def simple_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, t=None, eps=None,
                 generator=None, **net_kwargs) -> torch.Tensor:
     """Per-sample L_simple (B,), averaged over data dimensions; t and eps are drawn when not given."""
@@ -63,13 +94,13 @@ def vlb_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Te
 
 
 def hybrid_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, target: torch.Tensor,
-                schedule: NoiseSchedule, prediction_type: str, levels: int | None = None, lo=-1.0, hi=1.0):
-    """(L_simple + lambda L_vlb, L_vlb) per sample (B,), from the output (prediction, variance values) of a
+                schedule: NoiseSchedule, prediction_type: str, levels: int | None = None, lo=-1.0, hi=1.0, weight=1.0):
+    """(weight L_simple + lambda L_vlb, L_vlb) per sample (B,), from the output (prediction, variance values) of a
     network with a variance head; L_vlb sees the prediction detached, so it moves only the variance."""
     pred, var_out = split_output(out, x_t, learn_variance=True)
     frozen = torch.cat([pred.detach(), var_out], dim=1)
     vlb = vlb_loss(frozen, x0, x_t, t, schedule, prediction_type, "learned_range", levels, lo, hi)
-    return _mean_square(pred, target) + HYBRID_LAMBDA * vlb, vlb
+    return weight * _mean_square(pred, target) + HYBRID_LAMBDA * vlb, vlb
 
 
 def check_loss_type(loss_type: str, variance_type: str) -> None:
@@ -84,20 +115,23 @@ def check_loss_type(loss_type: str, variance_type: str) -> None:
 
 def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, loss_type: str = "simple",
                   variance_type: str = "fixed_small", t=None, eps=None, *, levels: int | None = None, lo=-1.0,
-                  hi=1.0, generator=None, **net_kwargs):
+                  hi=1.0, generator=None, loss_weighting: str = "none", min_snr_gamma: float = 5.0, **net_kwargs):
     """One step's per-sample loss to backpropagate (B,) and the per-sample L_vlb estimate T L_t in bits/dim
     (B,), detached (None for ``simple``), with one network call. ``simple`` trains the mean only (fixed
-    variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb."""
+    variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb.
+    ``loss_weighting`` (none, min_snr) weights L_simple per t (:func:`loss_weight`)."""
     check_loss_type(loss_type, variance_type)
+    check_loss_weighting(loss_weighting, min_snr_gamma, loss_type)
     t, eps, x_t = _noised(x0, schedule, t, eps, generator)
+    weight = loss_weight(prediction_type, schedule.snr[t.cpu()], loss_weighting, min_snr_gamma).to(x0)
     target = training_target(prediction_type, x0, eps, schedule.alpha_bar[t.cpu()])
     out = net(x_t, t.to(device=x0.device, dtype=time_dtype(x0)), **net_kwargs)
     if loss_type == "simple":
-        return _mean_square(split_output(out, x_t, learn_variance=False)[0], target), None
+        return weight * _mean_square(split_output(out, x_t, learn_variance=False)[0], target), None
     if loss_type == "vlb":
         vlb = vlb_loss(out, x0, x_t, t, schedule, prediction_type, variance_type, levels, lo, hi)
         return vlb, vlb.detach()
-    loss, vlb = hybrid_loss(out, x0, x_t, t, target, schedule, prediction_type, levels, lo, hi)
+    loss, vlb = hybrid_loss(out, x0, x_t, t, target, schedule, prediction_type, levels, lo, hi, weight)
     return loss, vlb.detach()
 
 

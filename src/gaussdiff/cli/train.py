@@ -40,6 +40,8 @@ TRAIN_HELP = {
     "loss_type": "simple (L_simple), hybrid (L_simple + 0.001 L_vlb; needs learned_range) or vlb (the bound)",
     "variance_type": "reverse-step variance: fixed_small (beta-tilde), fixed_large (beta) or learned_range",
     "t_sampling": "uniform, or importance (t drawn by the loss's second moment, Improved DDPM)",
+    "loss_weighting": "none, or min_snr: weight L_simple by min(SNR_t, gamma) on the x0 scale (Hang et al. 2023)",
+    "min_snr_gamma": "gamma of --loss-weighting min_snr",
     "network": "network kind (auto, mlp, unet, diffusers_unet2d) or a JSON object of its config, e.g. "
                "'{\"kind\": \"unet\", \"preset\": \"digits\", \"base_channels\": 64}' (auto: the MLP for vectors, "
                "the UNet for images)",
@@ -55,10 +57,18 @@ TRAIN_HELP = {
                      "unconditional model too (needed by --guidance; 0: none)",
     "label_column": "class-conditional tables: the column of integer classes (a header name or a 0-based number); "
                     "it is not modelled",
+    "holdout": "data files: the share of rows (or images) kept out of training for the held-out loss, chosen by "
+               "--seed (None: 0.1; 0: train on every row); built-in sets are held out by a fresh draw, digits by "
+               "its test split",
+    "eval_every": "steps between held-out losses (the EMA model's training loss on held-out data and on training "
+                  "rows, at the same fixed t and noise) in metrics.jsonl and on the progress bar; also at the end "
+                  "(0: none)",
+    "eval_size": "draws each held-out loss averages (a set of fewer samples is cycled through at other t and noise)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",
-    "threads": "torch CPU threads (None: all cores)",
+    "threads": "torch CPU threads: a number, or auto (time a few steps at 1 thread and at all the cores this process "
+               "may use, keep the faster; a resumed run keeps the count it recorded)",
     "preview_every": "steps between grids of samples in RUN/pictures (0: none)",
     "log_every": "steps between lines of metrics.jsonl",
     "checkpoint_every": "steps between checkpoints",
@@ -89,10 +99,22 @@ def add_parser(sub) -> None:
         elif str(f.type) == "dict":
             p.add_argument(name, type=network_section, default=argparse.SUPPRESS,
                            help=f"{TRAIN_HELP[f.name]} (default: auto)")
+        elif f.name == "threads":
+            p.add_argument(name, type=thread_count, metavar="auto|N", default=argparse.SUPPRESS, help=text)
         else:
             p.add_argument(name, type=TYPES[str(f.type)][0], default=argparse.SUPPRESS, help=text)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures at the end")
+
+
+def thread_count(text: str) -> int | str:
+    """--threads auto or --threads N (its range is checked with the other options)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be auto or a whole number") from None
 
 
 def network_section(text: str) -> dict:

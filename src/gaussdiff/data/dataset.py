@@ -12,11 +12,13 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import content_sha256
 from ..errors import InputError
 from ..transforms import Pixels, Standardize
 from . import digits
 from .files import load_array, split_label_column
 from .images import is_image_source, read_images
+from .split import heldout_seed, split_rows
 from .toys import BUILTIN, CLASSES, check_count_and_seed, labeled
 
 IMAGE_BUILTIN = ("digits",)  # built-in image sets (native size; the training split)
@@ -49,7 +51,7 @@ class Dataset:
             raise InputError(f"class-conditional training needs class labels, and {name} has none: use digits, an "
                              f"image folder with one sub-folder per class, a built-in 2-D set with classes "
                              f"({', '.join(CLASSES)}), or a table with --label-column")
-        self._model_units = None if transform.levels else transform.forward(data).float()
+        self._model_units = None  # continuous rows in model units, mapped at the first get()
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -61,8 +63,34 @@ class Dataset:
     def get(self, rows) -> Batch:
         """The rows (a long tensor of indices) in model units, float32, with their classes as cond["class"] when the
         data set is conditional."""
-        x = self._model_units[rows] if self._model_units is not None else self.transform.forward(self.data[rows]).float()
+        if self.transform.levels:
+            x = self.transform.forward(self.data[rows]).float()
+        else:
+            if self._model_units is None:
+                self._model_units = self.transform.forward(self.data).float()
+            x = self._model_units[rows]
         return Batch(x, {"class": self.labels[rows]} if self.conditional else {})
+
+    def sha256(self) -> str:
+        """The content hash of the samples and their labels: RUN/config.json's data_sha256, which a resume and the
+        evaluation commands check the data against."""
+        return content_sha256({"data": self.data, "labels": self.labels})
+
+    def subset(self, rows: torch.Tensor, transform=None, description: str | None = None) -> Dataset:
+        """The samples at ``rows`` (their labels follow), mapped by ``transform`` (default: this set's)."""
+        return Dataset(self.data[rows], transform or self.transform, self.name, description or self.description,
+                       None if self.labels is None else self.labels[rows], self.classes, self.conditional)
+
+    def split(self, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+        """(training set, held-out set or None) of a file's samples: :func:`split.split_rows` keeps ``fraction`` of
+        them out of training under ``seed``. Rows are re-standardized by the training rows' own mean and std (the
+        held-out rows, unseen, must not shape the map); images keep their pixel map."""
+        train, held = (torch.from_numpy(rows) for rows in split_rows(len(self), fraction, seed))
+        if not len(held):
+            return self, None
+        transform = Standardize.fit(self.data[train]) if isinstance(self.transform, Standardize) else self.transform
+        what = f"{self.description}; {len(held)} held out (--holdout {fraction:g}), {len(train)} trained on"
+        return self.subset(train, transform, what), self.subset(held, transform, what)
 
 
 def is_builtin(name_or_path) -> bool:
@@ -80,6 +108,12 @@ def _digits(split: str, conditional: bool) -> Dataset:
     return Dataset(torch.from_numpy(images), Pixels(images.shape[1:], digits.LEVELS), "digits",
                    f"built-in 'digits' ({split} split): {len(images)} images 1x8x8, {digits.LEVELS} levels",
                    torch.from_numpy(labels), digits.CLASSES, conditional)
+
+
+def _toy(name: str, n: int, seed: int, conditional: bool) -> Dataset:
+    x, labels = labeled(name, n, seed)
+    return Dataset(x, Standardize.identity(x.shape[1]), name, f"built-in {name!r}: {n} points, seed {seed}, "
+                   "standardized units", labels, CLASSES.get(name), conditional)
 
 
 def _image_files(path: Path, image_size: int | None, channels: int | None, pixel_range, conditional: bool) -> Dataset:
@@ -145,14 +179,19 @@ def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 
     if is_builtin(name_or_path):
         if name_or_path in IMAGE_BUILTIN:
             return _digits("train", class_conditional)
-        x, labels = labeled(name_or_path, n, seed)
-        return Dataset(x, Standardize.identity(x.shape[1]), name_or_path,
-                       f"built-in {name_or_path!r}: {n} points, seed {seed}, standardized units", labels,
-                       CLASSES.get(name_or_path), class_conditional)
+        return _toy(name_or_path, n, seed, class_conditional)
     path = Path(name_or_path)
     if is_image_source(path):
         return _image_files(path, image_size, channels, pixel_range, class_conditional)
     return _rows(path, label_column, class_conditional)
+
+
+def load_heldout(name: str, n: int, seed: int, class_conditional: bool = False) -> Dataset:
+    """The held-out data of a built-in set for a run trained under ``seed``: a 2-D set's ``n`` points drawn afresh
+    under :func:`split.heldout_seed` (never the training draw), digits' fixed 297-image test split (n unused)."""
+    if name in IMAGE_BUILTIN:
+        return _digits("test", class_conditional)
+    return _toy(name, n, heldout_seed(seed), class_conditional)
 
 
 def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,

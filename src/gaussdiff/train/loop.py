@@ -4,14 +4,18 @@ a signal or a divergence; then the model is exported, if its weights are finite.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 import time
+import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 
 import torch
@@ -19,8 +23,9 @@ from ema_pytorch import EMA
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..atomic import content_sha256, write_text_atomically
-from ..data import Dataset, load_dataset
+from ..atomic import write_text_atomically
+from ..data import load_dataset
+from ..data.files import row_format
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, training_loss
 from ..nets import build_network, diffusers_unet2d_config, unet_config
@@ -28,11 +33,13 @@ from ..saved import SavedModel, class_conditioning, nonfinite_tensors
 from ..schedule import make_schedule
 from . import distributed
 from .batches import GlobalBatches
-from .config import TrainConfig
+from .config import TrainConfig, read_run_config
 from .folder import (DATA_HASH, RunLock, check_run_folder, check_same_data, last_checkpoint, load_latest_checkpoint,
                      prepare_run, remove_leftovers, save_checkpoint, truncate_metrics)
+from .heldout import HeldOutLoss, training_and_heldout
 from .logs import MetricsLog, tensorboard_writer
 from .preview import write_preview
+from .threads import SpeedMeter, ThreadChoice, available_cores, probe_seconds, probe_threads
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -59,11 +66,6 @@ def check_finite_weights(modules: dict[str, torch.nn.Module], run: Path) -> None
         if bad := nonfinite_tensors(module.state_dict()):
             raise TrainingError(f"the {which} weights are not finite ({next(iter(bad))} holds NaN or Inf), so no model "
                                 f"was exported to {run / 'model'}; try a smaller --lr")
-
-
-def data_sha256(data: Dataset) -> str:
-    """The content hash of the training data (its rows or images and labels), recorded in RUN/config.json."""
-    return content_sha256({"data": data.data, "labels": data.labels})
 
 
 class StopSignals:
@@ -131,20 +133,41 @@ class Learner:
             state["t_sampler"] = self.t_sampler.state_dict()
         return state
 
+    def load_state(self, state: dict) -> None:
+        """Take the state :meth:`state_dict` returned (or a checkpoint holds)."""
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.t_sampler is not None and "t_sampler" in state:  # absent: importance sampling switched on now
+            self.t_sampler.load_state_dict(state["t_sampler"])
+
     def restore(self, run: Path, device: torch.device) -> tuple[int, float]:
         """Load the newest readable checkpoint; returns (step, elapsed seconds)."""
         path, state = load_latest_checkpoint(run, device)
         try:
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-            self.opt.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            if self.t_sampler is not None and "t_sampler" in state:  # absent: importance sampling switched on now
-                self.t_sampler.load_state_dict(state["t_sampler"])
+            self.load_state(state)
         except (RuntimeError, ValueError, KeyError) as e:
             raise InputError(f"{path} does not match the model of {run / 'config.json'}: "
                              f"{' '.join(str(e).split())[:200]}") from None
         return state["step"], state["elapsed_s"]
+
+
+def auto_threads(cfg: TrainConfig, procs: distributed.Processes, run: Path, resume: bool,
+                 probe_step) -> ThreadChoice:
+    """What ``--threads auto`` means for this run: on resume, the count the run recorded; on an accelerator or a
+    single core, the cores this process may use (its share under torchrun); else the faster of 1 and N threads in a
+    probe of ``probe_step`` (one step of throwaway copies), rank 0's choice on every rank."""
+    if resume:
+        recorded = read_run_config(run).get("threads")  # None: a run recorded before auto used torch's default
+        return ThreadChoice(torch.get_num_threads() if recorded is None else recorded, why="as the run recorded")
+    n = available_cores(int(os.environ.get("LOCAL_WORLD_SIZE", procs.world)))
+    if procs.device.type != "cpu" or n == 1:
+        return ThreadChoice(n, why=f"the steps run on {procs.device.type}" if n > 1 else "1 core available")
+    with torch.random.fork_rng(devices=[]):  # the run's random streams stay as they were
+        choice = probe_threads(probe_step, n, probe_seconds(cfg.time_budget),
+                               together=lambda stop: bool(distributed.any_rank(procs, int(stop))))
+    return dataclasses.replace(choice, threads=int(distributed.agree(procs, str(choice.threads))))
 
 
 def with_null_labels(cond: dict, dropped: torch.Tensor | None, null: int) -> dict:
@@ -192,27 +215,87 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
     device = procs.device
     if cfg.precision == "fp16" and device.type != "cuda":
         raise InputError("fp16 needs a CUDA device (a gradient scaler); use --precision bf16 on CPU")
-    if cfg.threads:
+    if isinstance(cfg.threads, int):  # auto: chosen once the model exists (auto_threads)
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels,
                         pixel_range=cfg.pixel_range, class_conditional=cfg.class_conditional,
                         label_column=cfg.label_column)
+    data_hash = data.sha256() if procs.main else None  # of the whole data set, as a resume checks it
+    data, heldout = training_and_heldout(cfg, data)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
     T = schedule.T
     num_classes = len(data.classes) if data.conditional else 0
     network = network_config(cfg, data.sample_shape, T, num_classes)  # a bad option fails here, before the run folder
     label_dropout = cfg.label_dropout if num_classes else 0.0
-    data_hash = data_sha256(data) if procs.main else None
+    objective = partial(training_loss, schedule=schedule, prediction_type=cfg.prediction_type, loss_type=cfg.loss_type,
+                        variance_type=cfg.variance_type, loss_weighting=cfg.loss_weighting,
+                        min_snr_gamma=cfg.min_snr_gamma)  # per-sample loss of (net, x0, t=, eps=[, cond=])
 
     with ExitStack() as stack:
         run = claim_run_folder(cfg, procs, overwrite, resume, stack, data_hash)
         learner = Learner.create(cfg, network, T, device)
-        model, opt, scaler, t_sampler = learner.model, learner.opt, learner.scaler, learner.t_sampler
+        model = learner.model
         step, elapsed = learner.restore(run, device) if resume else (0, 0.0)
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
         net = DistributedDataParallel(model) if procs.world > 1 else model
         forward = torch.compile(net) if cfg.compile else net
+        micro = batches.local // cfg.grad_accum
+
+        def take_step(learner: Learner, net, forward, log: MetricsLog, step: int, lr: float) -> float:
+            """One optimiser step of ``learner`` at ``lr`` on the global batch of ``step`` (``forward``: ``net``,
+            compiled or not); returns the gradient norm."""
+            for group in learner.opt.param_groups:
+                group["lr"] = lr
+            batch = data.get(batches.rows(step)).to(device)
+            t, eps, weights, dropped = batches.t_and_noise(step, T, data.sample_shape, learner.t_sampler,
+                                                           label_dropout)
+            x, cond = batch.x, with_null_labels(batch.cond, dropped, num_classes)
+            learner.opt.zero_grad(set_to_none=True)
+            seen = []  # per-sample losses for the importance sampler of t
+            for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
+                part = slice(i * micro, (i + 1) * micro)
+                with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
+                    loss, vlb = objective(forward, x[part], t=t[part], eps=eps[part].to(device),
+                                          **({"cond": {k: v[part] for k, v in cond.items()}} if cond else {}))
+                # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
+                learner.scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
+                log.add(loss.detach(), t[part])
+                seen.append((vlb if vlb is not None else loss).detach().float())
+            learner.scaler.unscale_(learner.opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(learner.model.parameters(), cfg.grad_clip).item()
+            if not math.isfinite(grad_norm) and not learner.scaler.is_enabled():  # fp16: the scaler skips such steps
+                raise TrainingError(diverged_message(run, step))
+            if learner.t_sampler is not None:  # the same global-batch history on every rank
+                learner.t_sampler.update(distributed.gather_global(procs, t),
+                                         distributed.gather_global(procs, torch.cat(seen)))
+            learner.scaler.step(learner.opt)
+            learner.scaler.update()
+            learner.ema.update()
+            return grad_norm
+
+        if cfg.threads == "auto":  # timed before the budget's clock starts: the probe is set-up, not training
+            probe_lr = cfg.lr * lr_factor(cfg, step, budget_used(cfg, step, elapsed))
+
+            @cache
+            def spare() -> Learner:
+                """A throwaway copy, made at the probe's first step (none where no probe runs), without the t sampler
+                (its update gathers over ranks)."""
+                twin = dataclasses.replace(Learner.create(cfg, network, T, device), t_sampler=None)
+                twin.load_state(copy.deepcopy(learner.state_dict(step, elapsed)))  # no tensor shared with the run
+                return twin
+
+            def probe_step():
+                try:
+                    take_step(spare(), spare().model, spare().model, MetricsLog(None, T), step, probe_lr)
+                except TrainingError:  # a copy that diverged still times its steps; the run meets its own divergence
+                    pass
+
+            choice = auto_threads(cfg, procs, run, resume, probe_step)
+            torch.set_num_threads(choice.threads)
+            cfg = dataclasses.replace(cfg, threads=choice.threads)  # what config.json records, and a resume reuses
+            if procs.main:
+                print(choice.line(), flush=True)
 
         log = MetricsLog(run / "metrics.jsonl" if procs.main else None, T, procs.world,
                          tensorboard_writer(run) if cfg.tensorboard and procs.main else None)
@@ -225,7 +308,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
             conditioning = class_conditioning(data.classes, label_dropout) if num_classes else None
             return SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
-                              cfg.variance_type, conditioning)
+                              cfg.variance_type, conditioning, *row_format(cfg.data, cfg.label_column, data.data))
 
         def checkpoint() -> Path | None:
             state = learner.state_dict(step, time.perf_counter() - start)
@@ -235,46 +318,30 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         bar = stack.enter_context(tqdm(total=cfg.steps or int(cfg.time_budget), initial=step if cfg.steps else 0,
                                        disable=not (progress and procs.main), unit="step" if cfg.steps else "s",
                                        desc="train", dynamic_ncols=True))
-        micro = batches.local // cfg.grad_accum
+        held_out = HeldOutLoss(objective, data, heldout, cfg.eval_size, T, cfg.seed, device, micro) \
+            if cfg.eval_every and procs.main else None
         start = time.perf_counter() - elapsed
-        last_log = (time.perf_counter(), step)
-        while (used := budget_used(cfg, step, time.perf_counter() - start)) < 1:
+        meter = SpeedMeter(step)
+        last_log, shown = (time.perf_counter(), step), {}
+        used = budget_used(cfg, step, time.perf_counter() - start)
+        while used < 1:  # each step ends by updating ``used``, so the last one knows it is the last
             lr = cfg.lr * lr_factor(cfg, step, used)
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-            batch = data.get(batches.rows(step)).to(device)
-            t, eps, weights, dropped = batches.t_and_noise(step, T, data.sample_shape, t_sampler, label_dropout)
-            x, cond = batch.x, with_null_labels(batch.cond, dropped, num_classes)
-            opt.zero_grad(set_to_none=True)
-            seen = []  # per-sample losses for the importance sampler of t
-            for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
-                part = slice(i * micro, (i + 1) * micro)
-                with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
-                    loss, vlb = training_loss(forward, x[part], schedule, cfg.prediction_type, cfg.loss_type,
-                                              cfg.variance_type, t=t[part], eps=eps[part].to(device),
-                                              **({"cond": {k: v[part] for k, v in cond.items()}} if cond else {}))
-                # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
-                scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
-                log.add(loss.detach(), t[part])
-                seen.append((vlb if vlb is not None else loss).detach().float())
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-            if not math.isfinite(grad_norm) and not scaler.is_enabled():  # fp16: the scaler skips such steps
-                raise TrainingError(diverged_message(run, step))
-            if t_sampler is not None:  # the same global-batch history on every rank
-                t_sampler.update(distributed.gather_global(procs, t), distributed.gather_global(procs, torch.cat(seen)))
-            scaler.step(opt)
-            scaler.update()
-            learner.ema.update()
+            grad_norm = take_step(learner, net, forward, log, step, lr)
             step += 1
+            meter.tick(step)
             log.end_step(grad_norm)
 
             now = time.perf_counter()
-            if step % cfg.log_every == 0:
-                row = log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
+            used = budget_used(cfg, step, now - start)
+            evaluating = cfg.eval_every and (step % cfg.eval_every == 0 or used >= 1)  # and at the end
+            if step % cfg.log_every == 0 or evaluating or used >= 1:
+                scores = held_out(learner.ema.ema_model) if evaluating and held_out else {}
+                row = log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start, scores)
                 last_log = (now, step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.0f}")
+                shown |= dict(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.0f}")
+                if "eval_heldout_loss" in row:
+                    shown["heldout"] = f"{row['eval_heldout_loss']:.4f}"
+                bar.set_postfix(shown)
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
             if cfg.preview_every and step % cfg.preview_every == 0 and procs.main:
@@ -284,12 +351,15 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 path = checkpoint() if step % cfg.checkpoint_every else last_checkpoint(run)
                 raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {path}; "
                                   f"continue with: gaussdiff train --resume {run}", signum)
-        if log.steps:  # the last, partial interval
-            now = time.perf_counter()
-            log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start)
+        speed = meter.speed(step, torch.get_num_threads(), cfg.steps, cfg.time_budget,
+                            "images" if len(data.sample_shape) > 1 else "vectors")
         if step % cfg.checkpoint_every:  # the end of the budget: a run can be continued from where it stopped
             checkpoint()
         if procs.main:
             check_finite_weights({"EMA": learner.ema.ema_model, "online": model}, run)
             exported().save(run / "model", online=model)
+    if procs.main:  # after the progress bar closed
+        print(speed.line(), flush=True)
+        for warning in speed.warnings():
+            warnings.warn(warning, stacklevel=3)
     return run

@@ -1,0 +1,70 @@
+"""The held-out loss, watched during training (nanoGPT's ``estimate_loss``): the training objective of the EMA
+model (what is exported and sampled), in eval mode, on held-out data and on training rows, so that the gap between
+the two shows over-fitting and their level under-fitting.
+
+Both are means over ``size`` draws of one FIXED (t, eps), made once from its own generator and shared by the two
+sets (common random numbers), so each curve moves only with the model and the gap is not drawn twice. The draw, from
+``torch.Generator().manual_seed(heldout_seed(seed))``, in this order:
+    training rows  randperm(n_train)[:min(size, n_train)], sorted;  held-out rows  the same with n_heldout;
+    t ~ U{1..T} (size,) by randint;  eps ~ N(0, I) (size, *sample_shape) by randn;
+draw i of a set takes its row i mod (its number of rows): a set smaller than ``size`` is seen at more (t, eps).
+Nothing here draws from the training streams (the batches' (seed, step) generators, torch's global generator).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..data import Dataset
+from ..data.dataset import load_heldout
+from ..data.split import heldout_seed
+from .config import TrainConfig
+
+KEYS = {"train": "eval_train_loss", "heldout": "eval_heldout_loss"}  # their names in metrics.jsonl
+
+
+def training_and_heldout(cfg: TrainConfig, data: Dataset) -> tuple[Dataset, Dataset | None]:
+    """(the data training reads, the held-out data or None) for the whole data set ``data`` that ``cfg.data``
+    names: a built-in 2-D set keeps every point and is held out by a fresh draw of ``cfg.eval_size`` points (another
+    seed), digits by its test split, a file by ``cfg.holdout`` of its rows (none when 0)."""
+    if cfg.holdout is not None:  # a file
+        return data.split(cfg.holdout, cfg.seed)
+    return data, load_heldout(cfg.data, cfg.eval_size, cfg.seed, cfg.class_conditional) if cfg.eval_every else None
+
+
+class HeldOutLoss:
+    """Call with the EMA model: {"eval_train_loss": ..., "eval_heldout_loss": ...} (the second only with held-out
+    data), each the mean per-sample training objective over the fixed draw of the module docstring."""
+
+    def __init__(self, objective: Callable, train: Dataset, heldout: Dataset | None, size: int, T: int, seed: int,
+                 device: torch.device, chunk: int):
+        """``objective(net, x0, t=, eps=[, cond=])`` returns (per-sample loss (B,), ...), as ``training_loss`` does;
+        ``chunk``: samples per forward pass."""
+        self.objective, self.chunk = objective, chunk
+        g = torch.Generator().manual_seed(heldout_seed(seed))
+        sets = {"train": train} | ({"heldout": heldout} if heldout is not None else {})
+        picked = {name: torch.randperm(len(d), generator=g)[:size].sort().values for name, d in sets.items()}
+        self.t = torch.randint(1, T + 1, (size,), generator=g)  # on the CPU, as in training
+        self.eps = torch.randn((size, *train.sample_shape), generator=g).to(device)
+        draws = torch.arange(size)
+        self.batches = {KEYS[name]: sets[name].get(rows[draws % len(rows)]).to(device) for name, rows in picked.items()}
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()  # no dropout: nothing random, and the network that is sampled
+        try:
+            return {key: self._mean_loss(model, batch) for key, batch in self.batches.items()}
+        finally:
+            model.train(was_training)
+
+    def _mean_loss(self, model: torch.nn.Module, batch) -> float:
+        total = 0.0
+        for start in range(0, len(self.t), self.chunk):
+            part = slice(start, start + self.chunk)
+            cond = {"cond": {k: v[part] for k, v in batch.cond.items()}} if batch.cond else {}
+            loss = self.objective(model, batch.x[part], t=self.t[part], eps=self.eps[part], **cond)[0]
+            total += loss.double().sum().item()
+        return total / len(self.t)
