@@ -14,7 +14,8 @@ from PIL import Image
 
 from gaussdiff import plots
 from gaussdiff.cli import main
-from gaussdiff.data import BUILTIN, Standardize, eight_gaussians_params
+from gaussdiff.data import BUILTIN, Standardize, eight_gaussians_params, load_points
+from gaussdiff.data.split import heldout_seed
 from gaussdiff.errors import InputError
 from gaussdiff.metrics import sliced_w2
 from gaussdiff.mixture import GaussianMixture
@@ -83,7 +84,8 @@ def test_oracle_reaches_the_floor_in_the_data_units(tmp_path, units):
         data = tmp_path / "points.npy"
         np.save(data, (10 * mix.sample(4 * n, generator=torch.Generator().manual_seed(5)) + 100).numpy())
         data = str(data)
-    reference, fresh = held_out(data, n, seed=0, sample_shape=(2,))
+    held = held_out(data, n, seed=0, sample_shape=(2,))
+    reference, fresh = held.reference, held.fresh
     result = sweep(model, reference, fresh, ["dpmpp_2m"], [1, 50], seed=0)
     assert len(fresh) == FLOOR_DRAWS
     floors = [sliced_w2(x, reference) for x in fresh]
@@ -103,7 +105,8 @@ def test_adaptive_sampler_runs_once_at_its_own_nfe():
     it made, counted here independently on the same x_T (rows 0..299 of seed 2); on the oracle it is at the floor
     (mean + 3 sd)."""
     model, _ = oracle_model(Standardize.identity(2))
-    reference, fresh = held_out("8gaussians", 300, seed=2, sample_shape=(2,))
+    held = held_out("8gaussians", 300, seed=2, sample_shape=(2,))
+    reference, fresh = held.reference, held.fresh
     result = sweep(model, reference, fresh, ["pf_ode"], [5, 10], seed=2)
     [row] = result.rows
     calls = []
@@ -127,7 +130,8 @@ def test_the_registry_not_an_option_name_says_which_sampler_is_adaptive(monkeypa
 
     monkeypatch.setitem(SAMPLERS, "ddim_rtol", SamplerSpec("ddim_rtol", ddim_with_rtol, (Option("rtol", float, "-"),)))
     monkeypatch.setitem(SAMPLERS, "ddim_adaptive", SamplerSpec("ddim_adaptive", ddim, adaptive=True))
-    reference, fresh = held_out("8gaussians", 50, seed=0, sample_shape=(2,))
+    held = held_out("8gaussians", 50, seed=0, sample_shape=(2,))
+    reference, fresh = held.reference, held.fresh
     result = sweep(model, reference, fresh, ["ddim_rtol", "ddim_adaptive"], [3, 7])
     T = model.schedule.T
     assert [(r.sampler, r.target_nfe, r.steps, r.nfe) for r in result.rows] == [
@@ -141,7 +145,8 @@ def test_ddpm_cell_uses_the_models_own_variance():
     model.ddpm_variance = "beta"
     model.reverse_model = None  # never asked for: 'beta' needs no reverse model
     n, seed = 200, 3
-    reference, fresh = held_out("8gaussians", n, seed=seed, sample_shape=(2,))
+    held = held_out("8gaussians", n, seed=seed, sample_shape=(2,))
+    reference, fresh = held.reference, held.fresh
     [row] = sweep(model, reference, fresh, ["ddpm"], [10], seed=seed).rows
 
     def sw2(variance):
@@ -157,12 +162,14 @@ def test_ddpm_cell_uses_the_models_own_variance():
 
 def test_held_out_sets_are_fresh_and_disjoint(tmp_path):
     """Built-in: not the training draw (seed 0). File: the reference shares no row with any fresh set."""
-    reference, fresh = held_out("moons", N, seed=0, sample_shape=(2,))
+    held = held_out("moons", N, seed=0, sample_shape=(2,))
+    reference, fresh = held.reference, held.fresh
     assert not torch.equal(reference, BUILTIN["moons"](N, 0).double())
     assert all(not torch.equal(reference, x) for x in fresh)
-    rows = np.arange(2 * N * 2, dtype=float).reshape(2 * N, 2)  # every row distinct
+    rows = np.arange(3 * N * 2, dtype=float).reshape(3 * N, 2)  # every row distinct; 3N: n = N is kept
     np.save(tmp_path / "d.npy", rows)
-    reference, fresh = held_out(str(tmp_path / "d.npy"), N, seed=1, sample_shape=(2,))
+    held = held_out(str(tmp_path / "d.npy"), N, seed=1, sample_shape=(2,))
+    reference, fresh = held.reference, held.fresh
     ref_rows = {tuple(r) for r in reference.tolist()}
     assert len(ref_rows) == N
     for x in fresh:
@@ -174,8 +181,10 @@ def test_held_out_sets_are_fresh_and_disjoint(tmp_path):
 def test_sweep_command_prints_and_writes(run, capsys):
     assert main(["sweep", str(run), "--data", "moons", "--samplers", "ddim,heun", "--nfe", "9,1,4",
                  "-n", str(N), "--threads", "1"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    data, *out = capsys.readouterr().out.splitlines()
     folder = run / "sweep"  # the default --out
+    assert data == f"data: built-in 'moons': a reference and {FLOOR_DRAWS} floor sets of {N} fresh points each, " \
+                   "under seeds from --seed 0"
     assert out[0].split() == ["sampler", "NFE", "1", "NFE", "4", "NFE", "9"]
     assert out[1].startswith("ddim") and out[2].startswith("heun") and " (3)" in out[2]  # Heun's actual NFE
     assert out[3].startswith("floor (fresh true sets vs the reference): ")
@@ -192,19 +201,36 @@ def test_sweep_command_prints_and_writes(run, capsys):
     x_T = RowNoise(0, 0, N, (2,)).draw()
     with torch.no_grad():
         x = ddim(model.denoiser(), x_T, model.schedule, timestep_grid(model.schedule, 4, "trailing"))
-    reference, _ = held_out("moons", N, seed=0, sample_shape=(2,))
+    reference = held_out("moons", N, seed=0, sample_shape=(2,)).reference
     assert got[("ddim", 4)][2] == pytest.approx(sliced_w2(model.transform.inverse(x.double()), reference), rel=1e-12)
     summary = json.loads((folder / "sweep.json").read_text())
     assert [r["sw2"] for r in summary["rows"]] == [v[2] for v in got.values()]
-    assert summary["n"] == N and summary["threads"] == 1 and summary["floor_mean"] > 0
+    assert summary["n"] == N and summary["threads"] == 1 and summary["floor_mean"] > 0 and summary["data"] == data[6:]
     assert_png(folder / "sweep.png")
     assert sorted(p.name for p in folder.iterdir()) == ["sweep.csv", "sweep.json", "sweep.png"]  # no temp files
+
+
+def test_sweep_without_data_uses_the_runs_heldout_draw(run, tmp_path, capsys):
+    """The trained run's config.json (moons, seed 0) gives the reference: N fresh points under heldout_seed(0), not the
+    training draw; the DDIM cell is recomputed against that reference by hand."""
+    out = tmp_path / "out"
+    assert main(["sweep", str(run), "--samplers", "ddim", "--nfe", "4", "-n", str(N), "--threads", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == (f"data: built-in 'moons', {N} fresh points (seed {heldout_seed(0)}, not the training draw) "
+                          f"as the reference; {FLOOR_DRAWS} more fresh draws as the floor sets")
+    model = load_model(run)
+    with torch.no_grad():
+        x = ddim(model.denoiser(), RowNoise(0, 0, N, (2,)).draw(), model.schedule, timestep_grid(model.schedule, 4))
+    reference = load_points("moons", N, heldout_seed(0))[0]
+    [row] = json.loads((out / "sweep.json").read_text())["rows"]
+    assert row["sw2"] == pytest.approx(sliced_w2(model.transform.inverse(x.double()), reference), rel=1e-12)
 
 
 @pytest.fixture
 def data_files(tmp_path):
     np.save(tmp_path / "three.npy", np.random.default_rng(0).standard_normal((1000, 3)))
-    np.save(tmp_path / "few.npy", np.random.default_rng(0).standard_normal((30, 2)))
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).standard_normal((5, 2)))
     (tmp_path / "nan.csv").write_text("x,y\n" + "1,2\n" * 50 + "nan,1\n")
     (tmp_path / "points.txt").write_text("1,2\n")
     return tmp_path
@@ -223,7 +249,7 @@ def data_files(tmp_path):
     (["--weights", "best"], ["unknown weights 'best'"]),
     (["--data", "moonz"], ["unknown dataset 'moonz'", "moons"]),
     (["--data", "{files}/three.npy"], ["held-out data has samples of shape (3,), the model (2,)"]),
-    (["--data", "{files}/few.npy"], ["has 30 rows; a sweep of n = 20 needs at least 40"]),
+    (["--data", "{files}/few.npy"], ["5 rows are too few for a sweep", "3 times as many rows"]),
     (["--data", "{files}/nan.csv"], ["contain NaN or Inf"]),
     (["--data", "{files}/points.txt"], ["unknown file type '.txt'"]),
 ])

@@ -29,6 +29,8 @@ from tqdm import tqdm
 from . import plots
 from .atomic import write_text_atomically
 from .data import BUILTIN, check_seed, load_points
+from .data.heldout import heldout_points
+from .data.split import heldout_seed
 from .errors import InputError, check_int
 from .metrics import sliced_w2
 from .param import CountingDenoiser
@@ -61,6 +63,7 @@ class SweepResult:
     seed: int
     threads: int
     unreachable: list[str] = field(default_factory=list)  # "sampler NFE": even one step costs more calls
+    data: str = ""  # what the true sets are (HeldOut.description and note)
 
     def cheapest(self, within: float) -> SweepRow | None:
         """The run with the fewest calls (then the fastest) whose SW2 is within ``within`` x the floor."""
@@ -82,30 +85,84 @@ def check_request(schedule, samplers, nfes, spacing: str = "trailing") -> tuple[
     return samplers, sorted({check_int("every NFE", k, 1, T) for k in nfes})
 
 
-def held_out(data: str, n: int, seed: int, sample_shape: tuple[int, ...]):
-    """(reference, [FLOOR_DRAWS fresh sets]) of n true points each, float64 in the data's own units.
+@dataclass
+class HeldOut:
+    """A sweep's true sets, float64 in the data's own units: the reference, FLOOR_DRAWS fresh sets of its size, what
+    they are, and why they are smaller than asked (None: they are not)."""
 
-    A built-in name: independent draws (``data.load_points``). A .npy / .csv file: the reference is n random
-    rows and each fresh set n random rows of the others, so the file needs at least 2n rows."""
+    reference: torch.Tensor
+    fresh: list[torch.Tensor]
+    description: str
+    note: str | None = None
+
+
+def held_out(data: str, n: int, seed: int, sample_shape: tuple[int, ...]) -> HeldOut:
+    """The true sets of --data, n points each (fewer for a small file, see :func:`table_sets`).
+
+    A built-in name: independent draws (``data.load_points``) under seeds from (seed, HELD_OUT_SALT). A .npy / .csv
+    file: :func:`table_sets` of all its rows."""
+    _check_size(n, seed)
+    if data in BUILTIN:
+        sets = _fresh_draws(data, n, seed, FLOOR_DRAWS + 1)
+        held = HeldOut(sets[0], sets[1:], f"built-in {data!r}: a reference and {FLOOR_DRAWS} floor sets of {n:,} fresh "
+                                          f"points each, under seeds from --seed {seed}")
+    else:
+        held = table_sets(*load_points(data, None, seed), n, seed)
+    return _checked_shape(held, sample_shape)
+
+
+def run_held_out(config: dict, n: int, seed: int, sample_shape: tuple[int, ...], run: str = "the run") -> HeldOut:
+    """The true sets from the points the run whose RUN/config.json is ``config`` was not trained on
+    (``data.heldout.heldout_points``). A built-in set: the reference is its held-out draw of n points, and the floor
+    sets FLOOR_DRAWS more fresh draws; a file: :func:`table_sets` of its held-out rows, split under ``seed``."""
+    _check_size(n, seed)
+    if config.get("data") in BUILTIN:
+        reference, description = heldout_points(config, n, run=run)
+        fresh = _fresh_draws(config["data"], n, heldout_seed(config["seed"]), FLOOR_DRAWS)
+        held = HeldOut(reference, fresh, f"{description} as the reference; {FLOOR_DRAWS} more fresh draws as the "
+                                         "floor sets")
+    else:
+        held = table_sets(*heldout_points(config, None, run=run), n, seed)
+    return _checked_shape(held, sample_shape)
+
+
+def table_sets(rows: torch.Tensor, what: str, n: int, seed: int) -> HeldOut:
+    """A reference of n of the rows drawn under seed, and FLOOR_DRAWS floor sets of n of the others. A table with
+    fewer than 3n rows lowers n to a third of them, so the floor sets are drawn from at least twice as many rows and
+    differ from draw to draw (from only n others they would all be the same set, with a floor sd of 0)."""
+    m = len(rows)
+    k = min(n, m // 3)
+    if k < 2:
+        raise InputError(f"{what}: {m} rows are too few for a sweep, which compares sets of at least 2 points and "
+                         "needs 3 times as many rows (a reference set and floor sets drawn from the others)")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(m, generator=g)
+    rest = rows[perm[k:]]
+    sets = [rows[perm[:k]]] + [rest[torch.randperm(len(rest), generator=g)[:k]] for _ in range(FLOOR_DRAWS)]
+    note = None if k == n else (f"n lowered from {n:,} to {k:,}: the data have {m:,} rows, fewer than the 3n = "
+                                f"{3 * n:,} a sweep of n = {n:,} takes (a reference set, and floor sets drawn from "
+                                f"twice as many other rows); SW2 and its floor are both at n = {k:,}")
+    return HeldOut(sets[0], sets[1:], f"{what}; a reference of {k:,} of them drawn under seed {seed}, floor sets of "
+                                      f"{k:,} from the other {m - k:,}", note)
+
+
+def _check_size(n: int, seed: int) -> None:
     if not isinstance(n, int) or n < 2:
         raise InputError(f"a sweep compares sets of at least 2 points, got n = {n!r}")
     check_seed(seed)
-    if data in BUILTIN:
-        seeds = np.random.SeedSequence([seed, HELD_OUT_SALT]).generate_state(FLOOR_DRAWS + 1)
-        sets = [load_points(data, n, int(s))[0] for s in seeds]
-    else:
-        rows = load_points(data, None, seed)[0]  # all of them, split below
-        if len(rows) < 2 * n:
-            raise InputError(f"{data} has {len(rows)} rows; a sweep of n = {n} needs at least {2 * n} "
-                             "(a reference set and fresh sets for the floor)")
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(rows), generator=g)
-        rest = rows[perm[n:]]
-        sets = [rows[perm[:n]]] + [rest[torch.randperm(len(rest), generator=g)[:n]] for _ in range(FLOOR_DRAWS)]
-    if tuple(sets[0].shape[1:]) != tuple(sample_shape):
-        raise InputError(f"the held-out data has samples of shape {tuple(sets[0].shape[1:])}, "
+
+
+def _fresh_draws(name: str, n: int, seed: int, count: int) -> list[torch.Tensor]:
+    """``count`` independent draws of n points of built-in set ``name``, under seeds from (seed, HELD_OUT_SALT)."""
+    seeds = np.random.SeedSequence([seed, HELD_OUT_SALT]).generate_state(count)
+    return [load_points(name, n, int(s))[0] for s in seeds]
+
+
+def _checked_shape(held: HeldOut, sample_shape: tuple[int, ...]) -> HeldOut:
+    if tuple(held.reference.shape[1:]) != tuple(sample_shape):
+        raise InputError(f"the held-out data has samples of shape {tuple(held.reference.shape[1:])}, "
                          f"the model {tuple(sample_shape)}")
-    return sets[0], sets[1:]
+    return held
 
 
 # --- the sweep -------------------------------------------------------------------------------------

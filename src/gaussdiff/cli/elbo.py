@@ -15,12 +15,13 @@ from tqdm import tqdm
 from .. import plots
 from ..atomic import write_text_atomically
 from ..bound import VARIANCE_TYPES
-from ..data import BUILTIN, load_points, output_folder
-from ..errors import InputError, check_memory
+from ..data import output_folder
+from ..errors import InputError
 from ..likelihood import Bound, check_levels, elbo, elbo_importance
 from ..losses import ImportanceSampler
 from ..saved import SavedModel, load_model
-from .common import check_data_shape, POINTS_HELP, HelpFormatter, positive
+from .common import (DATA_HELP, POINTS_HELP, SEED_HELP, HelpFormatter, evaluation_points, positive,
+                     say_what_is_evaluated)
 
 ESTIMATES = ("exact", "importance")
 PILOT = 10  # points whose exact terms fit the importance sampler: its history of 10 losses per t
@@ -30,9 +31,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("elbo", help="the variational bound in nats and bits/dim, term by term",
                        formatter_class=HelpFormatter)
     p.add_argument("run", help="run folder or model folder")
-    p.add_argument("--data", required=True,
-                   help=f"a built-in data set ({', '.join(BUILTIN)}; drawn afresh) or a .npy / .csv file of shape "
-                        "(N, D) in the data's own units")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("-n", "--num-points", type=int, default=1000, help=POINTS_HELP)
     p.add_argument("--levels", type=int, default=None,
                    help="discrete data, integers 0..levels-1 in the data's units (256: 8-bit, 17: scikit-learn's "
@@ -45,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--variance-type", default=None,
                    help=f"reverse variance: {', '.join(VARIANCE_TYPES)} (default: the model's own)")
     p.add_argument("--weights", default="ema", help="ema or online")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data draw, t and the noise")
+    p.add_argument("--seed", type=int, default=0, help=f"seed of t and the noise, and {SEED_HELP}")
     p.add_argument("--batch-size", type=int, default=8192, help="(point, t) pairs per network call")
     p.add_argument("--out", default=None, help="folder for elbo.json and elbo.png (default RUN/elbo)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -93,13 +92,9 @@ def checked_inputs(args):
     if model.schedule.T < 2:
         raise InputError(f"{args.run} has a chain of T = 1 step: its bound has no L_(t-1) terms and the reverse "
                          "variance at t = 1 has no t = 2 to take its value from; elbo needs T >= 2")
-    if args.data in BUILTIN:  # drawn afresh, float64
-        check_memory("-n/--num-points", 8 * args.num_points * math.prod(model.sample_shape),
-                     f"-n {args.num_points}: the points")
     if args.variance_type is not None:
         model = dataclasses.replace(model, variance_type=args.variance_type)
-    x, description = load_points(args.data, args.num_points, args.seed, model.sample_shape)
-    check_data_shape(x, model, args.run)
+    x, description = evaluation_points(args.data, args.run, args.num_points, args.seed, model, "-n/--num-points")
     if args.levels is None:
         args.levels = model.transform.levels  # images: the discretized decoder at the data's own levels
     return model, x, description, decoder_range(model, x, args.levels)
@@ -163,5 +158,6 @@ def report(args, model: SavedModel, x: torch.Tensor, description: str, bound: Bo
 def run(args) -> None:
     model, x, description, (lo, hi) = checked_inputs(args)
     out = output_folder(args.out or Path(args.run) / "elbo")  # before the work: one line, nothing lost
+    say_what_is_evaluated(description, model)
     bound, curve, pilot_n = compute(model, model.transform.forward(x), x, lo, hi, args)
     report(args, model, x, description, bound, curve, pilot_n, out)

@@ -13,12 +13,11 @@ from tqdm import tqdm
 
 from .. import plots
 from ..atomic import write_text_atomically
-from ..data import BUILTIN, load_points, output_folder
-from ..errors import check_memory
+from ..data import output_folder
 from ..likelihood import check_levels, check_options, mean_se, ode_nll
 from ..samplers.ode import ADAPTIVE_METHODS, check_solver
 from ..saved import load_model
-from .common import check_data_shape, POINTS_HELP, HelpFormatter, positive
+from .common import DATA_HELP, POINTS_HELP, SEED_HELP, HelpFormatter, evaluation_points, positive, say_what_is_evaluated
 
 
 EXACT_TRACE_MAX_DIM = 64  # above it the exact divergence's D backward passes per call cost more than they tell
@@ -29,8 +28,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("nll", help="exact negative log-likelihood of data by the probability-flow ODE",
                        formatter_class=HelpFormatter)
     p.add_argument("run", help="run folder or model folder")
-    p.add_argument("--data", required=True,
-                   help=f"built-in data set ({', '.join(BUILTIN)}) or a .npy / .csv file (N, D) in the data's units")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("-n", "--num-samples", type=int, default=1000, help=POINTS_HELP)
     p.add_argument("--levels", type=int, default=None,
                    help="discrete data: integers 0..L-1, dequantized by U(-1/2, 1/2) (8-bit images: 256; default: "
@@ -44,7 +42,7 @@ def add_parser(sub) -> None:
                         f"(default: exact up to D = {EXACT_TRACE_MAX_DIM}, else {HUTCHINSON_PROBES} probes)")
     p.add_argument("--batch-size", type=int, default=500, help="samples per ODE solve")
     p.add_argument("--weights", default="ema", help="ema or online")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data draw, dequantization and probes")
+    p.add_argument("--seed", type=int, default=0, help=f"seed of dequantization and probes, and {SEED_HELP}")
     p.add_argument("--out", default=None, help="folder for nll.json and nll.png (default RUN/nll)")
 
 
@@ -55,11 +53,7 @@ def checked_inputs(args):
     check_solver(args.rtol, args.atol, args.method)
     model = load_model(args.run, weights=args.weights)
     check_options(args.hutchinson or 0, "rademacher", args.sigma_min, model.schedule)
-    if args.data in BUILTIN:  # drawn afresh, float64
-        check_memory("-n/--num-samples", 8 * args.num_samples * math.prod(model.sample_shape),
-                     f"-n {args.num_samples}: the points")
-    x, description = load_points(args.data, args.num_samples, args.seed, model.sample_shape)
-    check_data_shape(x, model, args.run)
+    x, description = evaluation_points(args.data, args.run, args.num_samples, args.seed, model, "-n/--num-samples")
     if args.levels is None:
         args.levels = model.transform.levels  # images: dequantize the data's own levels
     if args.hutchinson is None:
@@ -111,6 +105,7 @@ def make_report(args, description: str, results: list, wall: float, cpu: float) 
 def run(args) -> None:
     model, x, description = checked_inputs(args)
     out = output_folder(args.out or Path(args.run) / "nll")  # before the solve: one line, no work lost
+    say_what_is_evaluated(description, model)
     report = make_report(args, description, *solve(model, x, args))
     write_text_atomically(out / "nll.json", json.dumps(report, indent=2))
     picture = plots.nll_histogram(report["per_sample"]["nll_nats"], report["dim"], out / "nll.png",

@@ -9,7 +9,6 @@ run's config.json alone.
 from __future__ import annotations
 
 import math
-
 import numpy as np
 
 SEEDS = 2**32  # seeds live in [0, 2^32), numpy's and scikit-learn's range
@@ -35,3 +34,4 @@ def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     order = np.random.default_rng([seed, 0x5EED]).permutation(n)  # its own stream, not the batches' draws
     k = heldout_count(n, fraction)
     return np.sort(order[k:]), np.sort(order[:k])
+
