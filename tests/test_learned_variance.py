@@ -19,7 +19,6 @@ from gaussdiff.metrics import sliced_w2
 from gaussdiff.mixture import GaussianMixture
 from gaussdiff.nets import MLP, build_network
 from gaussdiff.param import CountingDenoiser, as_denoiser, as_reverse_model
-from gaussdiff.report import backward_states, strip_times
 from gaussdiff.samplers import ddpm, generate, timestep_grid
 from gaussdiff.sampling import sampler_inputs
 from gaussdiff.saved import SavedModel, load_model, upgrade_v1
@@ -233,17 +232,3 @@ def test_sweep_samples_a_learned_range_model_with_its_learned_variance(schedule)
     learned, beta_tilde = (sliced_w2(drawn(model, v).double(), reference) for v in ("learned", "beta_tilde"))
     assert row.nfe == 10 and row.sw2 == learned, (row.sw2, learned)  # the same computation: bit for bit
     assert abs(beta_tilde - learned) > 1e-3, (learned, beta_tilde)  # the test can tell the two variances apart
-
-
-def test_pictures_of_a_learned_range_model_sample_with_its_learned_variance(schedule):
-    """The backward strip of ``gaussdiff plot`` ends at ddpm's output with the learned variance over all T steps."""
-    model = learned_model(schedule)
-    states = backward_states(model, 100, strip_times(T), torch.Generator().manual_seed(7))
-    assert states[-1][0] == 0
-    g = torch.Generator().manual_seed(7)
-    x_T = torch.randn(100, 2, generator=g)  # backward_states' draw: x_T first, then the noise from the same g
-    with torch.no_grad():
-        learned = ddpm(model.reverse_model(), x_T, schedule, timestep_grid(schedule, T), generator=g,
-                       variance="learned")
-    torch.testing.assert_close(states[-1][1], learned, rtol=0, atol=0)
-    assert not torch.allclose(learned, drawn(model, "beta_tilde", steps=T, n=100, seed=7), atol=1e-3)

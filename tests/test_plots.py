@@ -65,6 +65,11 @@ def test_metric_curves_writes_png(tmp_path):
     assert_png(plots.metric_curves(nfe, series, path, "NFE", "SW2", logy=True, logx=True))
 
 
+def test_pair_plot_writes_png(tmp_path):
+    x = RNG.standard_normal((300, 3))
+    assert_png(plots.pair_plot(x + 1, x, tmp_path / "pairs.png", columns=["a", "b", "c"], units=plots.DATA_UNITS))
+
+
 def test_accepts_torch_tensors_and_makes_missing_folders(tmp_path):
     path = tmp_path / "run" / "pictures" / "samples.png"
     plots.samples_over_data(torch.from_numpy(CLOUD).float(), torch.from_numpy(CLOUD), path)
@@ -88,6 +93,57 @@ def test_points_beyond_two_dims_are_named_in_the_title(monkeypatch):
     assert "first 2 of 5 dims" in title
     title = _suptitle_of(monkeypatch, lambda: plots.chain_strip([(0, x)], [], 10, "unused.png"))
     assert "first 2 of 5 dims" in title
+
+
+def _figure_of(monkeypatch, draw):
+    """The figure `draw()` would have written, captured instead of saving."""
+    seen = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.append(fig))
+    draw()
+    plt.close("all")
+    return seen[0]
+
+
+def test_pair_plot_has_a_panel_per_pair_of_the_first_columns_named_with_their_units(monkeypatch):
+    data, samples = RNG.standard_normal((80, 6)), RNG.standard_normal((90, 6)) + 5
+    names = list("abcdef")
+    fig = _figure_of(monkeypatch, lambda: plots.pair_plot(samples, data, "unused.png", title="t", columns=names,
+                                                          units=plots.DATA_UNITS))
+    k = plots.PAIR_COLUMNS
+    axes = np.array(fig.axes).reshape(k, k)
+    assert [ax.get_xlabel() for ax in axes[-1]] == [f"{c} (data units)" for c in names[:k]]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == [f"{c} (data units)" for c in names[:k]]
+    assert f"first {k} of 6 columns" in fig.get_suptitle() and "(n = 80)" in fig.get_suptitle()
+    for i in range(k):
+        for j in range(k):
+            if i == j:  # two histograms over the column's range, sharing their bins
+                assert not axes[i, j].collections and len(axes[i, j].patches) == 41
+            else:  # column j across, column i up: data below the diagonal, samples above
+                np.testing.assert_array_equal(axes[i, j].collections[0].get_offsets(),
+                                              (data if i > j else samples)[:, [j, i]])
+
+
+def test_pair_plot_without_data_shows_the_samples_on_both_sides_numbered_columns(monkeypatch):
+    samples = RNG.standard_normal((50, 3))
+    fig = _figure_of(monkeypatch, lambda: plots.pair_plot(samples, None, "unused.png"))
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_xlabel() for ax in axes[-1]] == ["column 0", "column 1", "column 2"]
+    np.testing.assert_array_equal(axes[2, 0].collections[0].get_offsets(), samples[:, [0, 2]])
+    np.testing.assert_array_equal(axes[0, 2].collections[0].get_offsets(), samples[:, [2, 0]])
+    assert "model samples (n = 50)" in fig.get_suptitle() and "data" not in fig.get_suptitle()
+
+
+def test_point_pictures_name_their_axes_and_units(monkeypatch):
+    fig = _figure_of(monkeypatch, lambda: plots.samples_over_data(CLOUD, CLOUD, "unused.png", columns=["u", "v"],
+                                                                  units=plots.DATA_UNITS))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["u (data units)"] * 2
+    assert fig.axes[0].get_ylabel() == "v (data units)"
+    fig = _figure_of(monkeypatch, lambda: plots.samples_over_data(CLOUD, None, "unused.png"))
+    assert [ax.get_title() for ax in fig.axes] == ["model samples (n = 200)"]
+    fig = _figure_of(monkeypatch, lambda: plots.chain_strip(FORWARD, BACKWARD, 1000, "unused.png",
+                                                            columns=["u", "v"], units=plots.MODEL_UNITS))
+    assert [ax.get_xlabel() for ax in fig.axes] == [""] * 3 + ["u (model units)"] * 3  # the bottom row's
+    assert [ax.get_ylabel().splitlines()[-1] for ax in fig.axes if ax.get_ylabel()] == ["v (model units)"] * 2
 
 
 def test_non_finite_samples_are_counted_not_drawn(monkeypatch):
@@ -119,6 +175,9 @@ BAD_CALLS = {
                     r"same dimension, got 2 and 3"),
     "empty cloud": (lambda p: plots.samples_over_data(np.zeros((0, 2)), CLOUD, p),
                     r"N >= 1"),
+    "pair dims differ": (lambda p: plots.pair_plot(CLOUD, np.zeros((10, 3)), p), r"same dimension, got 2 and 3"),
+    "names too few": (lambda p: plots.pair_plot(CLOUD, None, p, columns=["a"]),
+                      r"columns must name the 2 columns of the points, got 1 names"),
     "state not a pair": (lambda p: plots.chain_strip([CLOUD], [], 10, p),
                          r"forward\[0\] must be a pair \(t, points"),
     "state wrong shape": (lambda p: plots.chain_strip([], [(3, np.zeros((4, 2, 2)))], 10, p),

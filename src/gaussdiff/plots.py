@@ -1,10 +1,13 @@
-"""Pictures: model samples over data, the forward/backward chain strip, loss and metric curves.
+"""Pictures: model samples over data (a pair plot beyond two columns), the forward/backward chain strip, loss and
+metric curves.
 
 Every function takes numpy arrays (or torch tensors) and a destination path, writes a PNG
 atomically (a temporary file in the same folder, then ``os.replace``), closes its figure and
 returns the path. Inputs are checked before anything is drawn; a wrong shape raises
 :class:`~gaussdiff.errors.InputError` and leaves any file already at the path untouched.
-Points that are not finite (a diverged sampler) are left out and counted in the panel's title.
+Points that are not finite (a diverged sampler) are left out and counted in the panel's title. Point pictures
+name their axes by the data's columns (``columns``; default "column j") and the units the points are in (``units``:
+DATA_UNITS, after the model's inverse transform, or MODEL_UNITS, the space the chain runs in).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from .errors import InputError  # noqa: E402
 DPI = 120
 PANEL_INCHES = 2.6
 DATA_COLOR, MODEL_COLOR, LR_COLOR = "#4c72b0", "#dd8452", "#55a868"
+DATA_UNITS, MODEL_UNITS = "data units", "model units"
+PAIR_COLUMNS = 4  # a pair plot shows the first PAIR_COLUMNS columns: PAIR_COLUMNS^2 panels
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -61,6 +66,20 @@ def _dims_note(d: int) -> str:
     return f"  (first 2 of {d} dims)" if d > 2 else ""
 
 
+def _axis_labels(columns, d: int, units: str | None) -> list[str]:
+    """One axis label per column of `d`: its name in `columns` (default "column j"), then the units when given."""
+    if columns is not None and len(columns) != d:
+        raise InputError(f"columns must name the {d} columns of the points, got {len(columns)} names")
+    names = [str(c) for c in columns] if columns is not None else [f"column {j}" for j in range(d)]
+    return [f"{name} ({units})" if units else name for name in names]
+
+
+def _same_dims(samples: np.ndarray, data: np.ndarray | None) -> None:
+    if data is not None and samples.shape[1] != data.shape[1]:
+        raise InputError(f"samples and data must have the same dimension, "
+                         f"got {samples.shape[1]} and {data.shape[1]}")
+
+
 # --- drawing helpers -----------------------------------------------------------------------------
 
 def _limits(clouds: list[np.ndarray]) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -74,17 +93,36 @@ def _limits(clouds: list[np.ndarray]) -> tuple[tuple[float, float], tuple[float,
     return (center[0] - half, center[0] + half), (center[1] - half, center[1] + half)
 
 
-def _scatter(ax, pts: np.ndarray, color: str, lims, label=None) -> str:
-    """Draw the finite rows of `pts` on a square window; return a note on the rows left out."""
-    ok = np.isfinite(pts[:, :2]).all(axis=1)
+def _span(values: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) holding 99.8% of the finite `values` of one column, padded."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return -3.5, 3.5
+    lo, hi = np.quantile(v, [0.001, 0.999])
+    center, half = (lo + hi) / 2, max((hi - lo) / 2, 1e-6) * 1.08
+    return center - half, center + half
+
+
+def _non_finite_note(pts: np.ndarray, sep: str = "\n") -> str:
+    """The title note counting the rows of `pts` left out for holding NaN or Inf ("" when none)."""
+    bad = int((~np.isfinite(pts).all(axis=1)).sum())
+    return f"{sep}({bad} non-finite not shown)" if bad else ""
+
+
+def _scatter(ax, pts: np.ndarray, color: str, lims, label=None, cols=(0, 1), square=True) -> str:
+    """Draw column cols[1] against cols[0] of the finite rows of `pts` in the window lims = (xlim, ylim), square
+    (equal aspect) unless told; return a note on the rows left out."""
+    xy = pts[:, list(cols)]
+    ok = np.isfinite(xy).all(axis=1)
     size = float(np.clip(3000 / max(ok.sum(), 1), 0.5, 12))
-    ax.scatter(pts[ok, 0], pts[ok, 1], s=size, c=color, alpha=0.5, linewidths=0,
+    ax.scatter(xy[ok, 0], xy[ok, 1], s=size, c=color, alpha=0.5, linewidths=0,
                rasterized=True, label=label)
     ax.set_xlim(lims[0])
     ax.set_ylim(lims[1])
-    ax.set_aspect("equal")
+    if square:
+        ax.set_aspect("equal")
     ax.grid(alpha=0.25)
-    return f"\n({(~ok).sum()} non-finite not shown)" if not ok.all() else ""
+    return _non_finite_note(xy)
 
 
 def _figure(nrows: int, ncols: int, width: float, height: float, **kwargs):
@@ -98,8 +136,8 @@ def _save(fig, path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda f: fig.savefig(f, dpi=DPI, format="png", bbox_inches="tight",
-                                                     pad_inches=0.12))
+        # the constrained layout fits titles and labels: bbox_inches="tight" would draw the figure a second time
+        write_atomically(path, lambda f: fig.savefig(f, dpi=DPI, format="png"))
     finally:
         plt.close(fig)
     return path
@@ -107,24 +145,75 @@ def _save(fig, path) -> Path:
 
 # --- pictures ------------------------------------------------------------------------------------
 
-def samples_over_data(samples, data, path, title=None, overlay=False) -> Path:
-    """Data and model samples (N, D) side by side on the same square window (+ an overlay)."""
-    s, d = _points(samples, "samples"), _points(data, "data")
-    if s.shape[1] != d.shape[1]:
-        raise InputError(f"samples and data must have the same dimension, "
-                         f"got {s.shape[1]} and {d.shape[1]}")
-    lims = _limits([s, d])
-    ncols = 3 if overlay else 2
+def samples_over_data(samples, data, path, title=None, overlay=False, columns=None, units=None) -> Path:
+    """Data and model samples (N, D) side by side on the same square window (+ an overlay), the first two columns;
+    data None: the samples alone. Axes named by ``columns`` in ``units`` (module doc)."""
+    s = _points(samples, "samples")
+    d = None if data is None else _points(data, "data")
+    _same_dims(s, d)
+    labels = _axis_labels(columns, s.shape[1], units)
+    clouds = [("model samples", s, MODEL_COLOR)] if d is None else [("data", d, DATA_COLOR),
+                                                                     ("model samples", s, MODEL_COLOR)]
+    lims = _limits([pts for _, pts, _ in clouds])
+    ncols = len(clouds) + (overlay and d is not None)
     fig, [axes] = _figure(1, ncols, ncols * 3.6, 3.9, sharex=True, sharey=True)
-    axes[0].set_title(f"data (n = {len(d)})" + _scatter(axes[0], d, DATA_COLOR, lims))
-    axes[1].set_title(f"model samples (n = {len(s)})" + _scatter(axes[1], s, MODEL_COLOR, lims))
-    if overlay:
-        _scatter(axes[2], d, DATA_COLOR, lims, label="data")
-        _scatter(axes[2], s, MODEL_COLOR, lims, label="samples")
-        axes[2].set_title("overlay")
-        axes[2].legend(loc="upper right", markerscale=4, fontsize="small")
-    fig.suptitle((title or "model samples over data") + _dims_note(d.shape[1]))
+    for ax, (name, pts, color) in zip(axes, clouds):
+        ax.set_title(f"{name} (n = {len(pts)})" + _scatter(ax, pts, color, lims))
+    if ncols > len(clouds):
+        for name, pts, color in clouds:
+            _scatter(axes[-1], pts, color, lims, label=name)
+        axes[-1].set_title("overlay")
+        axes[-1].legend(loc="upper right", markerscale=4, fontsize="small")
+    for ax in axes:
+        ax.set_xlabel(labels[0])
+    axes[0].set_ylabel(labels[1])
+    fig.suptitle((title or ("model samples" if d is None else "model samples over data")) + _dims_note(s.shape[1]))
     return _save(fig, path)
+
+
+def pair_plot(samples, data, path, title=None, columns=None, units=None, max_columns: int = PAIR_COLUMNS) -> Path:
+    """Every pair of the first ``max_columns`` columns of (N, D) points: data below the diagonal, model samples above
+    it, both columns' histograms on it (data None: samples on both sides). Axes named by ``columns`` in ``units``."""
+    s = _points(samples, "samples")
+    d = None if data is None else _points(data, "data")
+    _same_dims(s, d)
+    labels, k = _axis_labels(columns, s.shape[1], units), min(s.shape[1], max_columns)
+    upper = (s, MODEL_COLOR)
+    lower = upper if d is None else (d, DATA_COLOR)
+    diagonal = [upper] if d is None else [lower, upper]
+    spans = [_span(np.concatenate([pts[:, j] for pts, _ in diagonal])) for j in range(k)]
+    fig, axes = _figure(k, k, k * PANEL_INCHES, k * PANEL_INCHES + 0.6)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i][j]
+            if i == j:
+                _histograms(ax, diagonal, j, spans[j])
+            else:
+                pts, color = lower if i > j else upper
+                _scatter(ax, pts, color, (spans[j], spans[i]), cols=(j, i), square=False)
+            ax.set_xlabel(labels[j] if i == k - 1 else "")
+            ax.set_ylabel(labels[i] if j == 0 else "")
+            # y values on the left, but row 0's on the right: its left panel is a histogram
+            ax.tick_params(labelbottom=i == k - 1, labelleft=j == 0 and i > 0, labelright=i == 0 and j == k - 1)
+    what = (f"model samples (n = {len(s)})" if d is None else
+            f"data below the diagonal (n = {len(d)}), model samples above (n = {len(s)})")
+    more = f", first {k} of {s.shape[1]} columns" if s.shape[1] > k else ""
+    notes = _non_finite_note(s[:, :k], " ")
+    fig.suptitle(f"{title or ('model samples' if d is None else 'model samples over data')}\n{what}{more}{notes}")
+    return _save(fig, path)
+
+
+def _histograms(ax, clouds, j: int, span) -> None:
+    """Density histograms of column j of each (points, color) over span, sharing their bins, the first filled and
+    the others outlined; no y ticks (densities are not on the row's scale)."""
+    bins = np.linspace(*span, 41)
+    for k, (pts, color) in enumerate(clouds):
+        v = pts[:, j]
+        ax.hist(v[np.isfinite(v)], bins=bins, density=True, color=color, **(
+            {"alpha": 0.5} if k == 0 else {"histtype": "step", "lw": 1.5}))
+    ax.set_xlim(span)
+    ax.set_yticks([])
+    ax.grid(alpha=0.25)
 
 
 def _states(states, name: str, T: float) -> list[tuple[float, np.ndarray]]:
@@ -140,8 +229,9 @@ def _states(states, name: str, T: float) -> list[tuple[float, np.ndarray]]:
     return out
 
 
-def chain_strip(forward, backward, T, path) -> Path:
-    """Forward marginals q(x_t) (data -> noise) above the sampler's states (noise -> data)."""
+def chain_strip(forward, backward, T, path, columns=None, units=None, title=None) -> Path:
+    """Forward marginals q(x_t) (data -> noise) above the sampler's states (noise -> data), the first two columns,
+    named by ``columns`` in ``units`` (module doc)."""
     T = float(T)
     fwd = sorted(_states(forward, "forward", T), key=lambda p: p[0])
     bwd = sorted(_states(backward, "backward", T), key=lambda p: -p[0])
@@ -150,6 +240,7 @@ def chain_strip(forward, backward, T, path) -> Path:
     if not rows:
         raise InputError("chain_strip needs at least one (t, points) state, got none")
     clouds = [pts for _, pts in fwd + bwd]
+    labels = _axis_labels(columns, clouds[0].shape[1], units)
     lims, ncols = _limits(clouds), max(len(states) for *_, states in rows)
     fig, axes = _figure(len(rows), ncols, ncols * PANEL_INCHES, len(rows) * PANEL_INCHES + 0.5,
                         sharex=True, sharey=True)
@@ -159,9 +250,10 @@ def chain_strip(forward, backward, T, path) -> Path:
         for ax, (t, pts) in zip(axrow, states):
             name = "data" if t == 0 and states is fwd else f"t = {t:g}"
             ax.set_title(name + _scatter(ax, pts, color, lims), fontsize="medium")
+            ax.set_xlabel(labels[0])
             ax.label_outer()
-        axrow[0].set_ylabel(label, fontsize="large")
-    fig.suptitle(f"diffusion chain over T = {T:g} steps" + _dims_note(clouds[0].shape[1]))
+        axrow[0].set_ylabel(f"{label}\n{labels[1]}", fontsize="large")
+    fig.suptitle((title or f"diffusion chain over T = {T:g} steps") + _dims_note(clouds[0].shape[1]))
     return _save(fig, path)
 
 
