@@ -1,10 +1,11 @@
-# The two commands of the README: `make demo` (train, pictures, sample) and `make test`.
+# The commands of the README: `make demo` (train, pictures, sample), `make test` (the whole suite, as CI runs it)
+# and `make test-fast` (all but the tests marked `process`: fresh interpreters, torchrun, torch.compile).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN ?= runs/demo
 
-.PHONY: demo test clean
+.PHONY: demo test test-fast clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,12 +24,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 demo: $(VENV)/.installed-main
 	mkdir -p $(dir $(RUN))
-	$(BIN)/gaussdiff train --data moons --out $(RUN) --time-budget 120 --threads 2 --overwrite
+	$(BIN)/gaussdiff train --data moons --out $(RUN) --time-budget 120 --overwrite
 	$(BIN)/gaussdiff sample $(RUN) -n 5000 --out $(RUN)/samples.npy
 	@echo "pictures in $(RUN)/pictures/"
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not process"
 
 clean:
 	rm -rf $(VENV) runs

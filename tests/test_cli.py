@@ -170,10 +170,10 @@ def test_sample_writes_npy_and_csv_with_n_rows(run, tmp_path, capsys):
                      "--out", str(out), "--threads", "1"]) == 0
         assert f"wrote 37 samples to {out}" in capsys.readouterr().out
     a = np.load(npy)
-    b = np.loadtxt(csv, delimiter=",", ndmin=2)
-    assert a.shape == b.shape == (37, 2) and np.isfinite(a).all()
-    assert len(csv.read_text().splitlines()) == 37
-    assert np.array_equal(a, b)  # same seed, and the CSV keeps every digit
+    b = np.loadtxt(csv, delimiter=",", ndmin=2, skiprows=1, dtype=np.float32)
+    assert a.shape == b.shape == (37, 2) and np.isfinite(a).all() and a.dtype == np.float32  # moons' dtype
+    assert csv.read_text().splitlines()[0] == "x,y" and len(csv.read_text().splitlines()) == 38
+    assert np.array_equal(a, b)  # same seed, and the CSV keeps every float32 bit
     assert len(np.unique(a, axis=0)) == 37
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.npy"]  # no temporary files
 
@@ -309,6 +309,7 @@ def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
 
 # --- the real process: exit code and stderr --------------------------------------------------------
 
+@pytest.mark.process
 def test_process_missing_run_folder(tmp_path):
     result = run_cli("sample", tmp_path / "missing", "--out", tmp_path / "s.npy")
     assert result.returncode == 2
@@ -317,6 +318,7 @@ def test_process_missing_run_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.process
 def test_process_bad_beta(tmp_path):
     result = run_cli("train", "--out", tmp_path / "run", "--steps", "5", "--beta-end", "1.5", *TINY)
     assert result.returncode == 2
@@ -326,13 +328,15 @@ def test_process_bad_beta(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.process
 def test_process_sample_matches_in_process_sample(run, tmp_path):
     """Exit code 0, and the same seed gives the same samples in another process (CSV keeps every digit)."""
     result = run_cli("sample", run, "-n", "25", "--steps", "8", "--seed", "5", "--out", tmp_path / "s.csv")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert main(["sample", str(run), "-n", "25", "--steps", "8", "--seed", "5", "--out", str(tmp_path / "s.npy")]) == 0
-    assert np.array_equal(np.loadtxt(tmp_path / "s.csv", delimiter=",", ndmin=2), np.load(tmp_path / "s.npy"))
+    assert np.array_equal(np.loadtxt(tmp_path / "s.csv", delimiter=",", ndmin=2, skiprows=1, dtype=np.float32),
+                          np.load(tmp_path / "s.npy"))
 
 
 

@@ -159,7 +159,7 @@ def test_unknown_preset_and_bad_unet_section():
         build_network(dict(kind="diffusers_unet2d", sample_shape=[1, 8, 8], num_train_timesteps=T, unet=[8, 16]))
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch and the whole command line: ~7 s on a busy 2-core machine
+@pytest.mark.process  # a fresh interpreter imports torch and the whole command line: ~7 s on a busy 2-core machine
 def test_gaussdiff_works_without_diffusers():
     """In a fresh interpreter where diffusers cannot be imported: gaussdiff, its networks, saved models and command
     line import (none imports diffusers), and building this kind is one InputError line saying what to install."""

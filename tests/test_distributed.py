@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from gaussdiff.train import TrainConfig, train
+from gaussdiff.train.batches import GlobalBatches
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = dict(data="moons", n_data=2000, batch_size=128, width=32, depth=1, emb_dim=16, num_train_timesteps=50,
@@ -39,6 +41,7 @@ def two_process_run(tmp_path_factory):
     return out, stdout, stderr
 
 
+@pytest.mark.process
 def test_two_processes_match_one_process(two_process_run, tmp_path):
     """Each rank takes half of the global batch (rows, t and noise) and DDP averages the gradients, so the
     update is the one-process update up to float32 summation order (~1e-7 relative per step). Adam keeps
@@ -56,6 +59,7 @@ def test_two_processes_match_one_process(two_process_run, tmp_path):
     assert [r["loss"] for r in rows_two] == pytest.approx([r["loss"] for r in rows_one], rel=1e-4)
 
 
+@pytest.mark.process
 def test_rank_zero_alone_writes_and_reports(two_process_run):
     run, stdout, stderr = two_process_run
     assert stdout.count("trained:") == 1
@@ -63,6 +67,7 @@ def test_rank_zero_alone_writes_and_reports(two_process_run):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 6  # not one set of lines per rank
 
 
+@pytest.mark.process
 def test_two_process_run_stopped_by_sigterm_resumes_exactly(two_process_run, tmp_path):
     """torchrun passes SIGTERM to both workers; they agree on the step to stop at (an all-reduce of the
     signal flag), rank 0 checkpoints, and a 2-process resume ends byte-identical to the uninterrupted
@@ -87,6 +92,7 @@ def test_two_process_run_stopped_by_sigterm_resumes_exactly(two_process_run, tmp
         assert (run / "model" / name).read_bytes() == (reference / "model" / name).read_bytes()
 
 
+@pytest.mark.process
 def test_more_processes_than_data_is_one_line(tmp_path):
     process = torchrun("--out", tmp_path / "run", *flags(TINY | dict(n_data=1, batch_size=1)))
     _, stderr = process.communicate(timeout=300)
@@ -97,6 +103,7 @@ def test_more_processes_than_data_is_one_line(tmp_path):
     assert "exitcode  : 2" in stderr  # each worker exited 2; the summary around it is torchrun's own
 
 
+@pytest.mark.process
 def test_importance_sampling_of_t_is_the_same_on_two_processes(tmp_path):
     """The t sampler's history is fed the global batch in one-process order (gathered from both ranks), so
     its p_t, and so the drawn t, are the same as one process's; the weights agree as in the uniform case.
@@ -109,3 +116,28 @@ def test_importance_sampling_of_t_is_the_same_on_two_processes(tmp_path):
     one = train(TrainConfig(out=str(tmp_path / "one"), **cfg), progress=False)
     a, b = (load_file(r / "model" / "online.safetensors") for r in (tmp_path / "two", one))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_the_ranks_slices_interleaved_are_the_one_process_batch():
+    """Why 2 processes compute what 1 computes, checked without starting any (`make test-fast` keeps this test):
+    at every step, across epoch boundaries, the rows, t, weights, noise and label-dropout draws of rank 0 and rank 1,
+    interleaved (positions r, r + 2, ...), are exactly the one-process global batch, uniform or importance-sampled."""
+    def interleaved(parts):
+        return torch.stack(parts, 1).flatten(0, 1)
+
+    class Skewed:  # a t sampler with non-uniform p_t: t ~ p_t through the step's generator, weights 1 / (T p_t)
+        p = torch.arange(1, 51, dtype=torch.float64) / 1275
+
+        def sample(self, n, generator):
+            t = torch.multinomial(self.p, n, replacement=True, generator=generator) + 1
+            return t, 1 / (50 * self.p[t - 1])
+
+    one = GlobalBatches(2000, 128, 1, seed=3)
+    ranks = [GlobalBatches(2000, 128, 1, seed=3, rank=r, world=2) for r in range(2)]
+    for step in (0, 1, one.per_epoch - 1, one.per_epoch, 5 * one.per_epoch + 2):
+        assert torch.equal(interleaved([b.rows(step) for b in ranks]), one.rows(step))
+        for t_sampler in (None, Skewed()):
+            whole = one.t_and_noise(step, 50, (2,), t_sampler, label_dropout=0.3)
+            parts = [b.t_and_noise(step, 50, (2,), t_sampler, label_dropout=0.3) for b in ranks]
+            for i, value in enumerate(whole):
+                assert torch.equal(interleaved([part[i] for part in parts]), value)

@@ -238,7 +238,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("flags, message", [
     (["--n-data", "1", "--batch-size", "1"], "2 process(es) x 1 micro-batch(es) need at least 2 data rows; the data "
                                              "has 1"),  # met by both ranks after they joined the process group

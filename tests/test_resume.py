@@ -22,6 +22,7 @@ from gaussdiff.train import TrainConfig, resolve
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--n-data", "2000", "--width", "32", "--depth", "1", "--emb-dim", "16", "--num-train-timesteps", "50",
         "--batch-size", "128", "--warmup-steps", "5", "--threads", "1", "--log-every", "10"]
+STEPS = 300  # stopped at step 50 or 100, a run has 200+ steps (over a second on a busy machine) to meet the signal
 
 
 def cli_process(*args, **popen):
@@ -48,9 +49,9 @@ def wait_for(path: Path, process, timeout=120.0):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted 600-step run, checkpoints every 50 steps."""
+    """An uninterrupted STEPS-step run, checkpoints every 50 steps."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    assert main(["train", "--out", str(out), "--steps", "600", "--checkpoint-every", "50", "--no-pictures",
+    assert main(["train", "--out", str(out), "--steps", str(STEPS), "--checkpoint-every", "50", "--no-pictures",
                  *TINY]) == 0
     return out
 
@@ -61,11 +62,12 @@ def metrics_steps(run):
 
 # --- exact resume --------------------------------------------------------------------------------
 
+@pytest.mark.process
 def test_sigkill_between_checkpoints_then_resume_is_bit_identical(reference, tmp_path):
     """Killed with SIGKILL (no chance to save anything) once the step-50 checkpoint exists, i.e. somewhere
     between checkpoints; the resume restarts from the newest checkpoint and must end byte-identical."""
     run = tmp_path / "run"
-    process = cli_process("train", "--out", run, "--steps", 600, "--checkpoint-every", 50, "--no-pictures", *TINY)
+    process = cli_process("train", "--out", run, "--steps", STEPS, "--checkpoint-every", 50, "--no-pictures", *TINY)
     wait_for(run / "checkpoints" / "step_00000050.pt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -80,9 +82,10 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_identical(reference, tmp
     assert not (run / "train.lock").exists()
 
 
+@pytest.mark.process
 def test_sigterm_saves_a_checkpoint_then_resume_is_bit_identical(reference, tmp_path):
     run = tmp_path / "run"
-    process = cli_process("train", "--out", run, "--steps", 600, "--checkpoint-every", 50, "--no-pictures", *TINY)
+    process = cli_process("train", "--out", run, "--steps", STEPS, "--checkpoint-every", 50, "--no-pictures", *TINY)
     wait_for(run / "checkpoints" / "step_00000050.pt", process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
@@ -96,11 +99,12 @@ def test_sigterm_saves_a_checkpoint_then_resume_is_bit_identical(reference, tmp_
     assert weights(run) == weights(reference)
 
 
+@pytest.mark.process
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
     """A kill can leave the newest checkpoint truncated (say, a disk filled up); it is skipped with a
     warning, the previous one is intact, so the resumed run still ends byte-identical."""
     run = tmp_path / "run"
-    process = cli_process("train", "--out", run, "--steps", 600, "--checkpoint-every", 50, "--no-pictures", *TINY)
+    process = cli_process("train", "--out", run, "--steps", STEPS, "--checkpoint-every", 50, "--no-pictures", *TINY)
     wait_for(run / "checkpoints" / "step_00000100.pt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()

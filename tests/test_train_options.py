@@ -51,6 +51,7 @@ def test_gradient_accumulation_matches_the_whole_batch(eager, tmp_path):
     assert max_diff(full, one_step) > 1e-3
 
 
+@pytest.mark.process
 def test_compile_computes_what_eager_computes(eager, tmp_path):
     """torch.compile fuses the same float32 math in another order: agreement to 1e-4 after 30 steps
     (seen ~1e-6), against > 1e-3 of real training. Slow to build (~30 s on 2 cores), so one test only."""
