@@ -38,7 +38,8 @@ Protocol. Data: ``gaussdiff.data.digits.digits_split("train")`` (never the 297 h
 mixtures' bits/dim). Training runs for --budget seconds of wall time (model construction excluded; the clock is
 read before every step, so the last step may end past the budget by one step's time); the row records steps,
 steps/s, the cpu-time / wall-time ratio of training (about 2 on two free cores: a run below that did not have both
-cores and is not comparable), the machine's load average at the start, and the git commit of this checkout.
+cores and is not comparable), and the run's provenance (provenance.py): the commit of this checkout and whether the
+tree was dirty, the package versions, the machine and its load average at the start, the command and its settings.
 Each model then draws --samples samples from its EMA weights with each sampler, timed.
 
 lucidrains (variant "defaults" = its README's Trainer example where it sets a value, else its ``Trainer``
@@ -89,11 +90,7 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
-import time
-from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,8 +105,8 @@ from gaussdiff.data.digits import LEVELS, digits_split  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock import Clock  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_LEVEL = LEVELS - 1  # 16: the digits' gray levels are 0..16
 DEQUANT_VARIANCE = 1 / (12 * LEVELS**2)  # Var[u / 17], u ~ U[0, 1): the dequantization noise's, per pixel
 PACKAGES = ["torch", "torchvision", "diffusers", "denoising-diffusion-pytorch", "ema-pytorch", "scikit-learn",
@@ -175,34 +172,19 @@ def timed_samples(out: Path, stem: str, draw) -> dict:
     return dict(seconds=round(seconds, 3), file=path.name, n=int(len(levels)))
 
 
-def versions() -> dict:
-    """The Python and package versions this run used."""
-    return {"python": platform.python_version(), **{name: version(name) for name in PACKAGES},
-            "torch": torch.__version__}  # with its build tag (+cu130: a CUDA build run on the CPU)
-
-
-def git_commit() -> dict:
-    """The short commit of this checkout and whether its tracked files differ from it."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
-    return dict(commit=git("rev-parse", "--short", "HEAD").strip(),
-                dirty=bool(git("status", "--porcelain", "--untracked-files=no").strip()))
-
-
-def append_row(out: Path, row: dict) -> None:
-    """Append one JSON line to OUT/results.jsonl (rewritten atomically) and echo it."""
-    path = out / "results.jsonl"
+def append_row(args, row: dict) -> None:
+    """Append one JSON line, stamped with the run's provenance, to OUT/results.jsonl (rewritten atomically) and echo
+    it."""
+    path = args.out / "results.jsonl"
     old = path.read_text() if path.exists() else ""
-    line = json.dumps(row, sort_keys=True)
+    line = json.dumps(args.provenance.stamp(row), sort_keys=True)
     write_text_atomically(path, old + line + "\n")
     print(line, flush=True)
 
 
 def run_header(args, baseline: str) -> dict:
     """The fields every row starts with."""
-    return dict(baseline=baseline, seed=args.seed, threads=args.threads, n_samples=args.samples,
-                loadavg_start=[round(v, 2) for v in os.getloadavg()],
-                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), versions=versions(), **git_commit())
+    return dict(baseline=baseline, seed=args.seed, threads=args.threads, n_samples=args.samples)
 
 
 def chosen(samplers: dict, wanted: list[str] | None) -> dict:
@@ -282,7 +264,7 @@ def run_lucidrains(args) -> None:
 
     row["sampling"] = {name: timed_samples(args.out, f"lucidrains-{args.variant}-{name}", draw(k))
                        for name, k in samplers.items()}
-    append_row(args.out, row)
+    append_row(args, row)
 
 
 # ------------------------------------------------------------------------------------------------------- diffusers
@@ -364,7 +346,7 @@ def run_diffusers(args) -> None:
 
     row["sampling"] = {name: timed_samples(args.out, f"diffusers-{args.variant}-{name}", draw(name, k))
                        for name, k in samplers.items()}
-    append_row(args.out, row)
+    append_row(args, row)
 
 
 # --------------------------------------------------------------------------------------------------------- mixture
@@ -396,7 +378,8 @@ def mixture_row(args, k: int, train: np.ndarray, test: np.ndarray) -> dict:
     dq = fit_mixture(k, dequantized(train, args.seed), args.density_reg_covar)
     bpd = -dq.score_samples(dequantized(test, args.seed + 1)).mean() / (test[0].size * math.log(2))
     return run_header(args, "mixture") | dict(
-        variant=f"k{k}", components=k, reg_covar=args.reg_covar, density_reg_covar=args.density_reg_covar, steps=int(gm.n_iter_), converged=bool(gm.converged_),
+        variant=f"k{k}", components=k, reg_covar=args.reg_covar, density_reg_covar=args.density_reg_covar,
+        steps=int(gm.n_iter_), converged=bool(gm.converged_),
         train_seconds=round(fit_seconds, 3), cpu_wall_ratio=round(ratio, 3), sampling=sampling,
         params=int(gm._n_parameters()), bits_per_dim=round(float(bpd), 4),
         bits_per_dim_discrete=round(float(bpd + math.log2(LEVELS)), 4), bits_per_dim_n_test=len(test),
@@ -409,7 +392,7 @@ def run_mixture(args) -> None:
     train, test = training_images(), digits_split("test")[0]
     with threadpool_limits(args.threads):
         for k in args.components:
-            append_row(args.out, mixture_row(args, k, train, test))
+            append_row(args, mixture_row(args, k, train, test))
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
@@ -449,6 +432,7 @@ def main(argv=None) -> None:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.provenance = Provenance(vars(args), PACKAGES)
     {"lucidrains": run_lucidrains, "diffusers": run_diffusers, "mixture": run_mixture}[args.baseline](args)
 
 

@@ -14,10 +14,11 @@ plain), --samples-per-class N (100), --seed S (0), --threads T (2); --dim, --dim
 the values below. Smoke test: --budget 20 --scales 1 3 --samples-per-class 5 --threads 1.
 
 Each run appends one JSON line per (guidance, scale, sampler) to OUT/results.jsonl, with the training's fields of
-digits_baselines.py (steps, steps/s, cpu/wall ratio, threads, load average, commit, versions), the sampling seconds
-and the NFE (network forward passes per sample), and writes the samples as uint8 .npy (N, 1, 8, 8), values 0..16,
-beside their labels (int64 (N,), STEM.labels.npy; a glob for *.npy finds these too). The labels cycle 0, 1, ..., 9,
-so every prefix of a set is balanced (FD against the 297 held-out images reads the first 297 samples).
+digits_baselines.py (steps, steps/s, cpu/wall ratio, threads; the provenance: commit, dirty tree, versions, load
+average, command, settings), the sampling seconds and the NFE (network forward passes per sample), and writes the
+samples as uint8 .npy (N, 1, 8, 8), values 0..16, beside their labels (int64 (N,), STEM.labels.npy; a glob for *.npy
+finds these too). The labels cycle 0, 1, ..., 9, so every prefix of a set is balanced (FD against the 297 held-out
+images reads the first 297 samples).
 
 Cost (1 thread, a lightly loaded machine): one forward pass at batch 1,000 took 1.3 s. Each guided step runs two
 (conditional and null, not batched), s = 1 one: a scale on "ancestral1000" takes 2,000 passes (~40 min), on
@@ -66,8 +67,9 @@ from functools import partial
 from pathlib import Path
 
 # First: digits_baselines sets TQDM_DISABLE (lucidrains' sampling loops print a bar per step) before torch imports tqdm.
-from digits_baselines import (MAX_LEVEL, append_row, batch_indices, lucidrains_trainer, n_params, run_header,
-                              timed_samples, to_levels, train_for, training_fields)
+from digits_baselines import (MAX_LEVEL, PACKAGES, append_row, batch_indices, lucidrains_trainer, n_params,
+                              run_header, timed_samples, to_levels, train_for, training_fields)
+from provenance import Provenance
 
 import numpy as np
 import torch
@@ -166,7 +168,7 @@ def run(args) -> None:
         sampler = GaussianDiffusion(ema_unet, image_size=8, sampling_timesteps=SAMPLERS[name])
         for s in args.scales:
             for mode in ["conditional"] if s == 1 else args.guidance:
-                append_row(args.out, header | fields | sample_set(args, sampler, name, s, mode))
+                append_row(args, header | fields | sample_set(args, sampler, name, s, mode))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -196,6 +198,7 @@ def main(argv=None) -> None:
     args.variant = f"drop{args.label_dropout:g}"
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.provenance = Provenance(vars(args), PACKAGES)
     run(args)
 
 

@@ -4,8 +4,9 @@ Reproducible: the 1,500-image training split only (the 297 held-out images are u
 torch.manual_seed, one thread, deterministic algorithms, a fixed number of epochs and no model selection. Light
 augmentation: every image shifted by a random -1, 0 or +1 pixel in each direction (zeros shifted in, the digits'
 background). Writes the weights (safetensors) and the JSON config with the held-out accuracy, the command, the
-commit and the SHA-256 of this script, and prints the accuracy. The features FD reads are the penultimate layer's
-pre-activations ("feature"): after its ReLU 31 of the 64 units are 0 on every digit, a singular covariance.
+commit (and whether the tree was dirty) and the SHA-256 of this script, and prints the accuracy. The features FD
+reads are the penultimate layer's pre-activations ("feature"): after its ReLU 31 of the 64 units are 0 on every
+digit, a singular covariance.
 
     python benchmarks/digits_classifier.py        # writes src/gaussdiff/assets/digits_classifier.{json,safetensors}
     python benchmarks/digits_classifier.py --out /tmp/check/digits_classifier.json    # a second copy to compare
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from gaussdiff.features import DIGITS_NET, FeatureNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock import Clock  # noqa: E402
+from provenance import git_state  # noqa: E402
 
 ARCHITECTURE = {"kind": "cnn", "input_shape": [1, 8, 8], "levels": LEVELS, "channels": [16, 32], "pools": [1, 2],
                 "feature_dim": 64, "classes": CLASSES, "feature_layer": "feature"}
@@ -68,13 +69,6 @@ def train(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor) -> None:
     net.module.eval()
 
 
-def git_commit() -> str:
-    """The commit the checkout is at (the script's own text is stamped separately by its SHA-256)."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(DIGITS_NET), help="the JSON config to write (weights beside it)")
@@ -96,9 +90,10 @@ def main(argv=None) -> None:
     parameters = sum(p.numel() for p in net.module.parameters())
     script = Path(__file__).resolve()
     command = " ".join(["python benchmarks/digits_classifier.py", *(sys.argv[1:] if argv is None else argv)])
+    code = git_state()  # the script's own text is stamped separately by its SHA-256
     net.save(out, heldout={"images": len(heldout), "correct": correct, "accuracy": correct / len(heldout)},
              trained={"data": f"digits training split ({len(images)} images)", "command": command,
-                      "commit": git_commit(),
+                      "commit": code["commit"], "dirty": code["dirty"],
                       "script_sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "seed": SEED,
                       "epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "weight_decay": WEIGHT_DECAY,
                       "augmentation": "random shift by -1, 0 or +1 pixel per axis", "parameters": parameters,

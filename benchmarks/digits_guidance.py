@@ -1,7 +1,7 @@
 """Class-conditional digits and digits inpainting (issue 12, "Numbers"), gaussdiff's side; lucidrains' classifier-free
 guidance model runs in its own venv (benchmarks/digits_cfg_baseline.py) and writes OUT/results.jsonl beside ours.
 
-    .venv/bin/python benchmarks/digits_guidance.py train --budget 600 --out OUT    # class-conditional, label dropout 0.1
+    .venv/bin/python benchmarks/digits_guidance.py train --budget 600 --out OUT   # class-conditional, dropout 0.1
     .venv/bin/python benchmarks/digits_guidance.py guidance --out OUT              # 100 per class at each scale s
     .venv/bin/python benchmarks/digits_guidance.py inpaint --model RUN --out OUT   # top halves of the 297 held-out
     .venv/bin/python benchmarks/digits_guidance.py report --out OUT                # tables and OUT/guidance.png
@@ -15,7 +15,8 @@ training images at n = 1,000, as the unconditional model's 1.83. Inpainting: eac
 its top 4 rows known (the mask is 1 = known), completed once per method by the given (unconditional) model: accuracy
 of the classifier on the completions against the true labels, FD of the completions against the held-out images
 themselves (n = 297) and against the training images, and a check that every known pixel came back unchanged.
-Every row records threads, the cpu-time / wall-time ratio, the commit (+dirty) and the load average.
+Every row records its settings, the cpu-time / wall-time ratio, the load average and the run's provenance (commit,
+dirty tree, versions, threads, command: provenance.py).
 """
 
 from __future__ import annotations
@@ -27,21 +28,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digits_quality import commit, log, timed
+from digits_quality import log, read_rows, timed
 from gaussdiff.data.digits import digits_split
 from gaussdiff.features import digits_net, digits_report
-from gaussdiff.samplers import generate
+from gaussdiff.samplers import DEFAULT_SPACING, DEFAULT_STEPS, generate
 from gaussdiff.samplers.guidance import clip_x0
 from gaussdiff.samplers.known import known_nfe, sample_known
 from gaussdiff.sampling import Guidance, sampler_inputs
 from gaussdiff.saved import load_model
 from gaussdiff.train import TrainConfig, train
+from provenance import Provenance, commit_line, run_settings
 
 SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)
 # (name, method, sampler, steps, jump length, jump count): replacement at RePaint's base grid and at the full chain
 # (the most steps it can take, 1,000 of RePaint's 2,410 calls), and RePaint at the paper's defaults.
 INPAINT = [("replace_xt-250", "replace_xt", "ddpm", 250, 10, 1), ("replace_xt-1000", "replace_xt", "ddpm", 1000, 10, 1),
-           ("replace_x0-250", "replace_x0", "ddpm", 250, 10, 1), ("repaint-250-j10-r10", "repaint", "ddpm", 250, 10, 10)]
+           ("replace_x0-250", "replace_x0", "ddpm", 250, 10, 1),
+           ("repaint-250-j10-r10", "repaint", "ddpm", 250, 10, 10)]
 KNOWN_ROWS = 4
 
 
@@ -51,10 +54,10 @@ def cmd_train(args) -> None:
                       seed=args.seed, class_conditional=True, label_dropout=args.label_dropout)
     run, wall, ratio = timed(lambda: train(cfg, progress=False))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    log(args.out, {"what": "train_conditional", "budget_s": args.budget, "steps": rows[-1]["step"],
-                   "steps_per_s": rows[-1]["step"] / args.budget, "wall_s": wall, "cpu_per_wall": ratio,
-                   "label_dropout": args.label_dropout,
-                   "parameters": sum(p.numel() for p in load_model(run).network.parameters())})
+    log(args, {"what": "train_conditional", "budget_s": args.budget, "steps": rows[-1]["step"],
+               "steps_per_s": rows[-1]["step"] / args.budget, "wall_s": wall, "cpu_per_wall": ratio,
+               "label_dropout": args.label_dropout, "config": run_settings(run),
+               "parameters": sum(p.numel() for p in load_model(run).network.parameters())})
 
 
 def _scores(images: np.ndarray, labels: np.ndarray) -> dict:
@@ -82,8 +85,10 @@ def cmd_guidance(args) -> None:
 
         images, wall, ratio = timed(draw)
         np.save(args.out / f"gaussdiff-cfg-s{s:g}.npy", images)
-        log(args.out, {"what": "guidance", "scale": s, "samples": len(images), "sampler": "ddpm100",
-                       "seconds": wall, "cpu_per_wall": ratio, **_scores(images, labels.numpy())})
+        settings = {"sampler": "ddpm", "steps": min(DEFAULT_STEPS, model.schedule.T), "spacing": DEFAULT_SPACING,
+                    "clip_x0": True, "seed": args.seed, "per_class": args.per_class, **sampler_inputs(model, "ddpm")[1]}
+        log(args, {"what": "guidance", "scale": s, "samples": len(images), "sampler": "ddpm100", "settings": settings,
+                   "seconds": wall, "cpu_per_wall": ratio, **_scores(images, labels.numpy())})
 
 
 @torch.no_grad()
@@ -106,24 +111,26 @@ def cmd_inpaint(args) -> None:
         filled = torch.where(mask, x, model.to_data_units(y)).numpy().astype(np.uint8)
         np.save(args.out / f"inpaint-{name}.npy", filled)
         known_exact = bool((model.to_data_units(y)[mask] == x[mask]).all())
-        log(args.out, {"what": "inpaint", "method": name, "nfe": known_nfe(method, sampler, steps, j, r),
-                       "seconds": wall, "cpu_per_wall": ratio, "known_rows": KNOWN_ROWS, "model": str(args.model),
-                       "known_exact_before_paste": known_exact, **_scores(filled, labels)})
+        settings = {"method": method, "sampler": sampler, "steps": steps, "jump_length": j, "jump_n_sample": r,
+                    "clip_x0": True, "seed": args.seed, **options}
+        log(args, {"what": "inpaint", "method": name, "nfe": known_nfe(method, sampler, steps, j, r),
+                   "settings": settings, "seconds": wall, "cpu_per_wall": ratio, "known_rows": KNOWN_ROWS,
+                   "model": str(args.model), "known_exact_before_paste": known_exact, **_scores(filled, labels)})
 
 
 def _lucidrains(out: Path) -> list[dict]:
     """lucidrains' rows (OUT/results.jsonl of digits_cfg_baseline.py), each scored from its samples and labels."""
-    path = out / "results.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return [r | {"scale": r["cond_scale"], "name": f"lucidrains {r['variant']} {r['guidance']} {r['sampler']}",
                  **_scores(np.load(out / r["file"]), np.load(out / r["labels_file"]))}
-            for r in rows if r.get("baseline") == "lucidrains-cfg"]
+            for r in read_rows(out / "results.jsonl") if r.get("baseline") == "lucidrains-cfg"]
 
 
 def cmd_report(args) -> None:
-    rows = [json.loads(line) for line in (args.out / "gaussdiff.jsonl").read_text().splitlines()]
+    rows = read_rows(args.out / "gaussdiff.jsonl")
     theirs = _lucidrains(args.out)
-    print("| model | s | accuracy | FD vs train (n=1000) | sampling seconds | training steps |\n|---|---|---|---|---|---|")
+    print(f"gaussdiff.jsonl: {commit_line(rows)}; results.jsonl: {commit_line(theirs)}\n")
+    print("| model | s | accuracy | FD vs train (n=1000) | sampling seconds | training steps |\n"
+          "|---|---|---|---|---|---|")
     steps = next((r["steps"] for r in rows if r["what"] == "train_conditional"), None)
     for r in rows:
         if r["what"] == "guidance":
@@ -132,14 +139,14 @@ def cmd_report(args) -> None:
     for r in theirs:
         print(f"| {r['name']} | {r['scale']:g} | {r['accuracy']:.3f} | {r['fd_train']:.2f} | "
               f"{r['sampling_seconds']:.0f} | {r['steps']} |")
-    print("\n| inpainting method | NFE | accuracy | FD vs held-out (n=297) | FD vs train | known values exact | seconds |")
+    print("\n| inpainting method | NFE | accuracy | FD vs held-out (n=297) | FD vs train | known values exact | "
+          "seconds |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         if r["what"] == "inpaint":
             print(f"| {r['method']} | {r['nfe']} | {r['accuracy']:.3f} | {r['fd_heldout']:.2f} | {r['fd_train']:.2f} | "
                   f"{r['known_exact_before_paste']} | {r['seconds']:.0f} |")
     _plot(rows, theirs, args.out / "guidance.png")
-    print(f"commit {commit()}")
 
 
 def _plot(rows, theirs, path: Path) -> None:
@@ -177,6 +184,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.provenance = Provenance(vars(args))
     {"train": cmd_train, "guidance": cmd_guidance, "inpaint": cmd_inpaint, "report": cmd_report}[args.command](args)
 
 

@@ -7,7 +7,8 @@ baselines' sets (benchmarks/digits_baselines.py, run in its own venv), and the t
     .venv/bin/python benchmarks/digits_quality.py likelihood --out OUT              # test bits/dim, bound and ODE
     .venv/bin/python benchmarks/digits_quality.py report --out OUT                  # every .npy in OUT scored
 
-Every step appends JSON lines to OUT/gaussdiff.jsonl (thread count, cpu-time / wall-time, commit, load average);
+Every step appends JSON lines to OUT/gaussdiff.jsonl (the settings, cpu-time / wall-time, load average, and the run's
+provenance: commit, dirty tree, versions, threads, command; provenance.py);
 ``report`` reads them and OUT/results.jsonl (the baselines) and prints one table. Run each step alone on a quiet
 machine: two torch threads on busy cores collapse (a run whose cpu/wall ratio is far below 2 did not have both cores).
 """
@@ -18,7 +19,7 @@ import argparse
 import json
 import math
 import os
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,25 +35,25 @@ from gaussdiff.sampling import sampler_inputs
 from gaussdiff.saved import load_model
 from gaussdiff.train import TrainConfig, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, commit_line, run_settings  # noqa: E402
+
 # (name, sampler, steps, spacing): the default (ancestral ddpm on 100 trailing steps) and cheaper ones.
 SAMPLERS = [("ddpm100", "ddpm", 100, "trailing"), ("ddim50", "ddim", 50, "trailing"),
             ("dpmpp_2m20", "dpmpp_2m", 20, "log_snr"), ("dpmpp_2m10", "dpmpp_2m", 10, "log_snr"),
             ("ddpm50", "ddpm", 50, "trailing"), ("ddpm25", "ddpm", 25, "trailing")]
 
 
-def commit() -> str:
-    here = Path(__file__).parent
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=here).stdout
-    return sha.strip() + ("+dirty" if dirty.strip() else "")
+def log(args, row: dict) -> None:
+    """Append ``row`` to OUT/gaussdiff.jsonl, stamped with the load average now and the run's provenance."""
+    line = json.dumps(args.provenance.stamp(row | {"load_average_1min": os.getloadavg()[0]}))
+    with open(args.out / "gaussdiff.jsonl", "a") as f:
+        f.write(line + "\n")
+    print(line)
 
 
-def log(out: Path, row: dict) -> None:
-    row |= {"threads": torch.get_num_threads(), "commit": commit(), "load_average_1min": os.getloadavg()[0]}
-    with open(out / "gaussdiff.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row))
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def timed(fn):
@@ -69,9 +70,9 @@ def cmd_train(args) -> None:
     run, wall, ratio = timed(lambda: train(cfg, progress=False))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = rows[-1]["step"]
-    log(args.out, {"what": "train", "budget_s": args.budget, "steps": steps, "steps_per_s": steps / args.budget,
-                   "wall_s": wall, "cpu_per_wall": ratio, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "parameters": sum(p.numel() for p in load_model(run).network.parameters())})
+    log(args, {"what": "train", "budget_s": args.budget, "steps": steps, "steps_per_s": steps / args.budget,
+               "wall_s": wall, "cpu_per_wall": ratio, "batch_size": cfg.batch_size, "lr": cfg.lr,
+               "parameters": sum(p.numel() for p in load_model(run).network.parameters()), "config": run_settings(run)})
 
 
 @torch.no_grad()
@@ -87,8 +88,9 @@ def cmd_sample(args) -> None:
                                                 sampler=sampler, steps=steps, spacing=spacing, seed=args.seed,
                                                 **options))
         np.save(args.out / f"gaussdiff_{name}.npy", model.to_data_units(x).numpy())
-        log(args.out, {"what": "sample", "sampler": name, "samples": args.samples, "seconds": wall,
-                       "cpu_per_wall": ratio})
+        log(args, {"what": "sample", "sampler": name, "samples": args.samples, "seconds": wall,
+                   "cpu_per_wall": ratio, "settings": {"sampler": sampler, "steps": steps, "spacing": spacing,
+                                                       "clip_x0": True, "seed": args.seed, **options}})
 
 
 @torch.no_grad()
@@ -105,22 +107,22 @@ def cmd_likelihood(args) -> None:
                                             lo=lo, hi=hi, batch_size=8192,
                                             generator=torch.Generator().manual_seed(args.seed)))
     total = bound.summary()["total"]
-    log(args.out, {"what": "bound", "bits_per_dim": total["bits_per_dim"], "se": total["bits_per_dim_se"],
-                   "seconds": wall, "cpu_per_wall": ratio})
+    log(args, {"what": "bound", "bits_per_dim": total["bits_per_dim"], "se": total["bits_per_dim_se"],
+               "seconds": wall, "cpu_per_wall": ratio,
+               "settings": {"levels": 17, "batch_size": 8192, "seed": args.seed}})
     net = model.denoiser()
     result, wall, ratio = timed(lambda: ode_nll(lambda x_t, t: net(x_t.float(), t).double(), x, model.schedule,
                                                 transform=model.transform, levels=17, probes=args.probes,
                                                 generator=torch.Generator().manual_seed(args.seed)))
     bpd = result.nll / (64 * math.log(2))
-    log(args.out, {"what": "ode_nll", "bits_per_dim": bpd.mean().item(),
-                   "se": (bpd.std() / math.sqrt(len(bpd))).item(), "probes": args.probes, "nfe": result.nfe,
-                   "seconds": wall, "cpu_per_wall": ratio})
+    log(args, {"what": "ode_nll", "bits_per_dim": bpd.mean().item(),
+               "se": (bpd.std() / math.sqrt(len(bpd))).item(), "probes": args.probes, "nfe": result.nfe,
+               "seconds": wall, "cpu_per_wall": ratio})
 
 
 def cmd_report(args) -> None:
-    ours = [json.loads(line) for line in (args.out / "gaussdiff.jsonl").read_text().splitlines()]
-    theirs_path = args.out / "results.jsonl"
-    theirs = [json.loads(line) for line in theirs_path.read_text().splitlines()] if theirs_path.exists() else []
+    ours, theirs = read_rows(args.out / "gaussdiff.jsonl"), read_rows(args.out / "results.jsonl")
+    print(f"gaussdiff.jsonl: {commit_line(ours)}; results.jsonl: {commit_line(theirs)}\n")
     print("| samples | FD vs train | FD vs held-out (n=297) | exact copies | median NN dist | classes (min..max) |")
     print("|---|---|---|---|---|---|")
     first = None
@@ -150,6 +152,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    args.provenance = Provenance(vars(args))
     {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood, "report": cmd_report}[args.command](args)
 
 

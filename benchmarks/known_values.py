@@ -50,7 +50,7 @@ from gaussdiff.schedule import make_schedule  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock import Clock  # noqa: E402
 from oracle_problems import PROBLEMS, DiagonalMixture  # noqa: E402
-from unet_shapes import git_commit  # noqa: E402
+from provenance import Provenance, commit_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KNOWN = {"ring8": 1, "mix16": 8}  # the first KNOWN[problem] coordinates are known
@@ -250,19 +250,16 @@ def main(argv=None) -> None:
             p.error(f"budget {b} is not one of {BUDGETS}")
     torch.set_num_threads(args.threads)
     schedule = make_schedule("linear", 1000, 1e-4, 0.02)
-    commit = git_commit()
-    settings = {"rows": args.rows, "n": args.n, "floor_draws": args.floor_draws, "seed": args.seed,
-                "schedule": "linear 1e-4..0.02, T=1000", "spacing": "trailing", "sw2_projections": 500}
-    meta = {"commit": commit.removesuffix("+dirty"), "dirty": commit.endswith("+dirty"),
-            "threads": torch.get_num_threads(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-            "cpus": os.cpu_count(), "torch": torch.__version__,
-            "load_average_start": [round(v, 2) for v in os.getloadavg()], **settings}
+    prov = Provenance(vars(args) | {"schedule": "linear 1e-4..0.02, T=1000", "spacing": "trailing",
+                                    "sw2_projections": 500})  # the thread variables (OMP_WAIT_POLICY) ride along
+    written = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     clock = Clock()
     results, floors = [], {}
     with args.out.open("a") as f:
         def write(row: dict) -> None:
-            f.write(json.dumps({**meta, **row}) + "\n")
+            written.append(prov.stamp(row))
+            f.write(json.dumps(written[-1]) + "\n")
             f.flush()
 
         write({"kind": "meta", "command": " ".join(["python", *sys.argv])})
@@ -282,6 +279,7 @@ def main(argv=None) -> None:
                 report(write, results, row, floors[pname])
         write({"kind": "end", "seconds": clock.seconds(), "cpu_wall": clock.ratio(),
                "load_average_end": [round(v, 2) for v in os.getloadavg()]})
+    print(commit_line(written))
     print(table(results, floors, "sw2"))
     print(table(results, floors, "tv"))
     print("\n".join(["", *target_lines(results, floors)]))

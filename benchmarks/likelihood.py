@@ -11,7 +11,8 @@ Each is measured on the same N held-out points (a seed disjoint from training):
   ode     -log p by the probability-flow ODE with the exact trace (``likelihood.ode_nll``, batches of 500);
   true    (8gaussians) -log p under the data's exact mixture density: the floor of that row.
 Network evaluations are counted by a wrapper around the network (calls and rows); the bound's target is
-rows / N <= T. The digits row waits for the image models.
+rows / N <= T. The digits row waits for the image models. Every row records the run's provenance (commit, dirty
+tree, versions, threads, command, settings: provenance.py).
 
     python benchmarks/likelihood.py                     # 2 data sets x 3 models x 60 s, N = 1000 (7 min)
     python benchmarks/likelihood.py --quick --out /tmp/likelihood.jsonl    # smoke run: 4 s budgets, N = 100
@@ -41,6 +42,7 @@ from gaussdiff.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock import Clock  # noqa: E402
+from provenance import Provenance, commit_line  # noqa: E402
 
 MODELS = {
     "simple": dict(loss_type="simple", variance_type="fixed_small", t_sampling="uniform"),
@@ -141,13 +143,15 @@ def run(args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
+    prov = Provenance(vars(args) | {"ode_batch": ODE_BATCH, "held_out_seed": HELD_OUT_SEED + args.seed,
+                                    "models": MODELS})
     common = {"run_id": run_id, "command": " ".join([Path(sys.executable).name] + sys.argv), "quick": args.quick,
               "budget": args.budget, "n": args.n, "seed": args.seed, "threads": torch.get_num_threads(),
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})", "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             for row in dataset_rows(name, args, tmp):
-                line = json.dumps(common | {"dataset": name} | row)
+                line = json.dumps(prov.stamp(common | {"dataset": name} | row))
                 with open(out, "a") as f:
                     f.write(line + "\n")
                 print(line, flush=True)
@@ -165,6 +169,7 @@ def report(path: str, run_id: str | None) -> None:
     if not rows:
         raise SystemExit(f"no rows of run {run_id} in {path}")
     r0 = rows[0]
+    print(commit_line(rows) + "\n")
     print(f"Run {run_id}: `{r0['command']}`; {r0['machine']}, torch {r0['torch']}, {r0['threads']} threads; "
           f"training budget {r0['budget']:g} s per model, seed {r0['seed']}; N = {r0['n']} held-out points.\n")
     print_values(rows)

@@ -9,14 +9,23 @@ diffusers side (the loop its docs give: ``scale_model_input``, model, ``step``):
     Karras sigmas give fractional timesteps, which the schedule's fractional t handles), fed the scaled input
     (on the variance-preserving scale) and answering ``prediction_type="sample"`` with x0_hat; PNDM accepts only
     eps or v, so it gets eps = (x_t - sqrt(abar) x0_hat) / sqrt(1 - abar) (``param.eps_from_x0``);
-  - ``clip_sample=False`` and ``thresholding=False`` where the scheduler has them, ``timestep_spacing="trailing"``
-    where it has one (DPMSolverSinglestep has none: its own linspace ending at timestep 999), final step to
-    alpha_bar = 1 (``set_alpha_to_one=True`` for DDIM and PNDM, ``final_sigmas_type="zero"`` is the default
-    elsewhere); x_T is ours times ``init_noise_sigma``, as a diffusers user starts.
+  - every scheduler in two variants, so each baseline is run at its best:
+      "defaults": the scheduler's own defaults (its timestep_spacing, set_alpha_to_one, final steps, ...), with only
+                  the schedule, the prediction type and the data range matched (``clip_sample=False``: clipping
+                  x0 to [-1, 1] assumes images, and the oracle's data are not in [-1, 1]);
+      "matched":  the settings that match ours: ``timestep_spacing="trailing"``, ``set_alpha_to_one=True``,
+                  ``thresholding=False`` where the scheduler has them (DPMSolverSinglestep has no spacing option:
+                  its own linspace ending at timestep 999; there the two variants coincide, variant "both");
+    the final step goes to alpha_bar = 1 (``final_sigmas_type="zero"`` is the default where it exists). The Karras
+    variants differ most: diffusers ends the Karras ramp at the sigma of the last spaced timestep, so under
+    "trailing" at 10 steps on the linear schedule it stops at sigma 0.339 (timestep 99) instead of 0.010
+    (timestep 0, its default "linspace");
+  - x_T is ours times ``init_noise_sigma``, as a diffusers user starts.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import diffusers
@@ -38,10 +47,15 @@ class Ours:
     sampler: str
     spacing: str
     side = "gaussdiff"
+    variant = None
 
     @property
     def label(self) -> str:
         return f"{self.sampler} ({self.spacing})"
+
+    @property
+    def settings(self) -> dict:
+        return {"sampler": self.sampler, "spacing": self.spacing}
 
     def grid(self, schedule: NoiseSchedule, steps: int) -> torch.Tensor:
         return timestep_grid(schedule, steps, self.spacing)
@@ -56,12 +70,19 @@ class Ours:
 
 @dataclass(frozen=True)
 class Diffusers:
-    """A diffusers scheduler class with its options, run by the standard loop."""
+    """A diffusers scheduler class with its options, run by the standard loop; ``variant`` says which settings the
+    options hold (module doc: defaults, matched, or both where they coincide)."""
 
     label: str
     cls: str
     options: dict = field(default_factory=dict)
+    variant: str = "matched"
     side = "diffusers"
+
+    @property
+    def settings(self) -> dict:
+        """What a result row records of the method: the class, the variant and the options given."""
+        return {"class": self.cls, "variant": self.variant, "options": self.options}
 
     def scheduler(self, schedule: NoiseSchedule):
         cfg = dict(schedule.config)
@@ -119,34 +140,55 @@ def steps_for_nfe(method, schedule: NoiseSchedule, nfe: int) -> int:
     return lo
 
 
+# The settings that match ours (the "matched" variant), where the scheduler has them; and what both variants match:
+# the data range (x0 clipping to [-1, 1] assumes images).
+MATCHED = {"timestep_spacing": "trailing", "set_alpha_to_one": True, "thresholding": False}
+DATA_RANGE = {"clip_sample": False}
+
+
+def class_defaults(cls: str) -> dict:
+    """The keyword defaults of a diffusers scheduler class's constructor."""
+    params = inspect.signature(getattr(diffusers, cls).__init__).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def variants(label: str, cls: str, method: dict) -> list[Diffusers]:
+    """The "defaults" and "matched" variants of one method (its own ``method`` options: prediction type, order,
+    Karras sigmas, PLMS), or one variant "both" where matching changes nothing."""
+    own = class_defaults(cls)
+    accepted = lambda extra: {k: v for k, v in extra.items() if k in own}  # noqa: E731
+    defaults = {**method, **accepted(DATA_RANGE)}
+    matched = {**defaults, **accepted(MATCHED)}
+    if all(own[k] == v for k, v in matched.items() if k not in defaults):
+        return [Diffusers(label, cls, defaults, "both")]
+    return [Diffusers(label, cls, defaults, "defaults"), Diffusers(label, cls, matched, "matched")]
+
+
+def _with_karras(label: str, cls: str, method: dict) -> list[Diffusers]:
+    return variants(label, cls, method) + variants(label + " karras", cls, {**method, "use_karras_sigmas": True})
+
+
 _SAMPLE = {"prediction_type": "sample"}
-_NO_THRESHOLD = {"thresholding": False}
-_TRAILING = {"timestep_spacing": "trailing"}
-
-
-def _karras_pair(label: str, cls: str, options: dict) -> list[Diffusers]:
-    return [Diffusers(label, cls, options), Diffusers(label + " karras", cls, {**options, "use_karras_sigmas": True})]
-
 
 DIFFUSERS = [
-    Diffusers("DDPM", "DDPMScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "clip_sample": False}),
-    Diffusers("DDIM", "DDIMScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "clip_sample": False,
-                                        "set_alpha_to_one": True}),
-    Diffusers("PNDM (PLMS)", "PNDMScheduler", {"prediction_type": "epsilon", **_TRAILING, "skip_prk_steps": True,
-                                               "set_alpha_to_one": True}),
-    *_karras_pair("DPMSolverMultistep 2M", "DPMSolverMultistepScheduler",
-                  {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 2}),
-    *_karras_pair("DPMSolverMultistep 3M", "DPMSolverMultistepScheduler",
-                  {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 3}),
-    *_karras_pair("DPMSolverSinglestep 2S", "DPMSolverSinglestepScheduler",
-                  {**_SAMPLE, **_NO_THRESHOLD, "solver_order": 2}),
-    *_karras_pair("DPMSolverSinglestep 3S", "DPMSolverSinglestepScheduler",
-                  {**_SAMPLE, **_NO_THRESHOLD, "solver_order": 3}),
-    *_karras_pair("Euler", "EulerDiscreteScheduler", {**_SAMPLE, **_TRAILING}),
-    *_karras_pair("Heun", "HeunDiscreteScheduler", {**_SAMPLE, **_TRAILING, "clip_sample": False}),
-    *_karras_pair("UniPC 2", "UniPCMultistepScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 2}),
-    *_karras_pair("UniPC 3", "UniPCMultistepScheduler", {**_SAMPLE, **_NO_THRESHOLD, **_TRAILING, "solver_order": 3}),
+    *variants("DDPM", "DDPMScheduler", _SAMPLE),
+    *variants("DDIM", "DDIMScheduler", _SAMPLE),
+    *variants("PNDM (PLMS)", "PNDMScheduler", {"prediction_type": "epsilon", "skip_prk_steps": True}),
+    *_with_karras("DPMSolverMultistep 2M", "DPMSolverMultistepScheduler", {**_SAMPLE, "solver_order": 2}),
+    *_with_karras("DPMSolverMultistep 3M", "DPMSolverMultistepScheduler", {**_SAMPLE, "solver_order": 3}),
+    *_with_karras("DPMSolverSinglestep 2S", "DPMSolverSinglestepScheduler", {**_SAMPLE, "solver_order": 2}),
+    *_with_karras("DPMSolverSinglestep 3S", "DPMSolverSinglestepScheduler", {**_SAMPLE, "solver_order": 3}),
+    *_with_karras("Euler", "EulerDiscreteScheduler", _SAMPLE),
+    *_with_karras("Heun", "HeunDiscreteScheduler", _SAMPLE),
+    *_with_karras("UniPC 2", "UniPCMultistepScheduler", {**_SAMPLE, "solver_order": 2}),
+    *_with_karras("UniPC 3", "UniPCMultistepScheduler", {**_SAMPLE, "solver_order": 3}),
 ]
+
+
+def diffusers_method(label: str, variant: str = "matched") -> Diffusers:
+    """The diffusers method ``label`` in ``variant`` (a method whose variants coincide has only "both")."""
+    return next(m for m in DIFFUSERS if m.label == label and m.variant in (variant, "both"))
+
 
 OURS = [Ours("ddpm", "trailing")] + [Ours(name, spacing) for name in ("ddim", "euler", "heun", "dpmpp_2m", "dpmpp_3m")
                                      for spacing in ("trailing", "log_snr", "karras")]
@@ -158,10 +200,15 @@ class Reference:
 
     tol: float
     side = "reference"
+    variant = None
 
     @property
     def label(self) -> str:
         return f"pf_ode (dopri5, tol {self.tol:g})"
+
+    @property
+    def settings(self) -> dict:
+        return {"sampler": "pf_ode", "rtol": self.tol, "atol": self.tol, "grid": "T, 1, 0"}
 
     def run(self, denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, steps=None, generator=None):
         grid = torch.tensor([schedule.T, 1.0, 0.0], dtype=torch.float64)

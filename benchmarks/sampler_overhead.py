@@ -1,11 +1,13 @@
 """Issue 4: per-step overhead of gaussdiff's samplers against diffusers' schedulers for the same method.
 
 The model costs nothing (it returns zeros: an x0 prediction of 0), so the time is the sampler's own arithmetic and
-bookkeeping. For each method (DDPM, DDIM, DPM++ 2M, Euler, Heun; trailing grids, see sampler_methods.py), each
+bookkeeping. For each method (DDPM, DDIM, DPM++ 2M, Euler, Heun; trailing grids: diffusers' variant matching ours,
+so both sides take the same steps, see sampler_methods.py), each
 batch shape (64 x 2 and 16 x 3 x 32 x 32, float32) and each repeat, ours and diffusers' run one after the other
 (the order alternating between repeats), ``--steps`` steps each, timed from grid / ``set_timesteps`` to the last
 step (diffusers' scheduler object is built once, outside the timing). The per-step time is the median over
-repeats divided by the steps; the ratio is ours / diffusers'.
+repeats divided by the steps; the ratio is ours / diffusers'. Every row is stamped with the run's provenance
+(commit, dirty tree, versions, threads, command: provenance.py); a run writes its file anew.
 
     python benchmarks/sampler_overhead.py
     python benchmarks/sampler_overhead.py --report
@@ -26,7 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampler_methods import DIFFUSERS, Ours  # noqa: E402
+from provenance import Provenance, commit_line  # noqa: E402
+from sampler_methods import Ours, diffusers_method  # noqa: E402
 
 from gaussdiff.schedule import make_schedule  # noqa: E402
 
@@ -49,7 +52,7 @@ def timed(fn) -> tuple[float, float]:
 
 def measure(name: str, shape, schedule, steps: int, repeats: int) -> dict:
     ours = Ours(PAIRS[name][0], "trailing")
-    theirs = next(m for m in DIFFUSERS if m.label == PAIRS[name][1])
+    theirs = diffusers_method(PAIRS[name][1], "matched")
     sch = theirs.scheduler(schedule)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     runs = {
@@ -75,7 +78,8 @@ def measure(name: str, shape, schedule, steps: int, repeats: int) -> dict:
 def report(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     meta = next(r for r in rows if r["kind"] == "meta")
-    lines = [f"Command: `{meta['command']}` — {meta['threads']} threads, {meta['steps']} steps, median of "
+    lines = [commit_line(rows), "",
+             f"Command: `{meta['command']}` — {meta['threads']} threads, {meta['steps']} steps, median of "
              f"{meta['repeats']} interleaved repeats.", "",
              "| method | batch | ours (us / step) | diffusers (us / step) | ours / diffusers | cpu/wall |",
              "|---|---|---|---|---|---|"]
@@ -104,12 +108,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     schedule = make_schedule("linear", 1000)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    prov = Provenance(vars(args))
     with args.out.open("w") as f:
-        f.write(json.dumps({"kind": "meta", "command": " ".join(["python", *sys.argv]), "threads": args.threads,
-                            "steps": args.steps, "repeats": args.repeats, "torch": torch.__version__}) + "\n")
+        f.write(json.dumps(prov.stamp({"kind": "meta", "command": " ".join(["python", *sys.argv]),
+                                       "threads": args.threads, "steps": args.steps, "repeats": args.repeats,
+                                       "torch": torch.__version__})) + "\n")
         for name in args.methods:
             for shape in SHAPES:
-                row = measure(name, shape, schedule, args.steps, args.repeats)
+                row = prov.stamp(measure(name, shape, schedule, args.steps, args.repeats))
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 print(json.dumps(row), file=sys.stderr)

@@ -4,14 +4,17 @@ The model is the exact denoiser E[x_0 | x_t] of a known Gaussian mixture, so wha
 discretisation error only. For each problem (``ring8``, ``mix16``: see oracle_problems.py), schedule (``linear``:
 betas 1e-4..0.02, ``cosine``: squaredcos_cap_v2, T = 1000) and NFE budget, every method gets the same x_T (one
 fixed seed) and runs with the most steps whose actual NFE fits the budget (Heun: 2K - 1 calls for K steps; PNDM:
-K + 1). Rows (one per problem x schedule x method x NFE, with NaN / exception flags, the thread count and the
-cpu/wall ratio) go to a JSON-lines file; ``--report`` prints the markdown tables and the issue's targets.
+K + 1). diffusers' schedulers run twice, at their own defaults and in the variant matching our settings
+(sampler_methods.py), and the report compares ours with the better of the two. Rows (one per problem x schedule x
+method x variant x NFE, with NaN / exception flags, the method's settings and the cpu/wall ratio, each stamped with
+the run's provenance: commit, dirty tree, versions, threads, command; provenance.py) go to a JSON-lines file that the
+run writes anew; ``--report`` prints the markdown tables and the issue's targets.
 ``--robustness`` checks every method's steps at every step count 1..1000 on both schedules (colliding or extra
 steps) and samples 8 points at every count (or, with ``--run-stride``, at a subset and wherever there are extra
 steps: NaN, exceptions), into its own file.
 
-    python benchmarks/samplers_oracle.py --quick                   # smoke check, ~2.5 min
-    python benchmarks/samplers_oracle.py                           # the full run
+    python benchmarks/samplers_oracle.py --quick                   # smoke check, ~3.5 min on a quiet machine
+    python benchmarks/samplers_oracle.py                           # the full run, ~22 min (1 thread)
     python benchmarks/samplers_oracle.py --robustness --run-stride 50
     python benchmarks/samplers_oracle.py --report
 """
@@ -38,6 +41,7 @@ from gaussdiff.schedule import make_schedule  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock import Clock  # noqa: E402
 from oracle_problems import PROBLEMS, floors, sample_metrics, sw2_floor  # noqa: E402
+from provenance import Provenance  # noqa: E402
 from sampler_methods import DIFFUSERS, OURS, REFERENCES, steps_for_nfe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,7 +55,8 @@ def _error(e: Exception) -> str:
 
 def run_cell(method, problem, schedule, x_T, nfe: int | None, sw2_fresh, seed: int) -> dict:
     """One method at one NFE budget (``None``: the reference picks its own) on one problem and schedule."""
-    row = {"side": method.side, "method": method.label, "nfe_target": nfe}
+    row = {"side": method.side, "method": method.label, "variant": method.variant, "settings": method.settings,
+           "nfe_target": nfe}
     try:
         steps = None if nfe is None else steps_for_nfe(method, schedule, nfe)
         den = CountingDenoiser(problem.denoiser(schedule))
@@ -123,6 +128,7 @@ def robustness(args, write) -> None:
                 except Exception as e:  # noqa: BLE001 - recorded per step count
                     errors.setdefault(re.sub(r"\d+", "N", _error(e)), []).append(steps)
             write({"kind": "robustness", "schedule": sname, "side": method.side, "method": method.label,
+                   "variant": method.variant, "settings": method.settings,
                    "max_steps": args.max_steps, "run_stride": args.run_stride, "runs": runs, "max_nfe": max_nfe,
                    "nan_steps": nan, "error_steps": errors, "collision_steps": collide, "extra_steps": extra,
                    "seconds": clock.seconds(), "cpu_wall": clock.ratio()})
@@ -147,7 +153,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (on a shared 2-core machine a second thread makes small ops wait for a busy "
                         "core)")
-    p.add_argument("--only", help="run only the methods whose label contains this text")
+    p.add_argument("--only", help="run only the methods whose label contains this text (needs --out: the report "
+                                  "reads one full run)")
     p.add_argument("--robustness", action="store_true", help="the NaN / exception / collision sweep instead")
     p.add_argument("--max-steps", type=int, default=1000, help="robustness: step counts 1..max")
     p.add_argument("--run-stride", type=int, default=1,
@@ -166,6 +173,8 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.n, args.n_1000, args.sw2_n, args.nfe, args.sw2_nfe = 2000, 2000, 2000, [5, 10, 20], [10]
+    if args.only and not args.out:
+        p.error("--only writes a partial run: give --out (the default files hold one full run each)")
     for name in args.problems + args.schedules:
         if name not in PROBLEMS and name not in SCHEDULES:
             p.error(f"unknown problem or schedule {name!r}")
@@ -173,12 +182,13 @@ def main(argv=None) -> None:
     default = "samplers_robustness" if args.robustness else "samplers_oracle_quick" if args.quick else "samplers_oracle"
     out = args.out or RESULTS / f"{default}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    clock = Clock()
+    clock, prov = Clock(), Provenance(vars(args))
     with out.open("w") as f:
         def write(row: dict) -> None:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(prov.stamp(row)) + "\n")
             f.flush()
-            brief = {k: row[k] for k in ("problem", "schedule", "method", "nfe_target", "nfe", "std_err", "error",
+            brief = {k: row[k] for k in ("problem", "schedule", "method", "variant", "nfe_target", "nfe", "std_err",
+                                         "error",
                                          "nan_steps", "collision_steps", "extra_steps", "seconds") if k in row}
             print(json.dumps(brief), file=sys.stderr)
 

@@ -10,7 +10,8 @@
   resume    wall time of ``gaussdiff train --resume RUN`` for one more step against a fresh
             ``gaussdiff train`` of one step (both new processes): what resuming adds before training.
 
-Every row records the thread count and the cpu-time / wall-time ratio; ``--report`` prints markdown.
+Every row records the thread count and the cpu-time / wall-time ratio, and the run's provenance (commit, dirty tree,
+versions, command, settings: provenance.py); ``--report`` prints markdown.
 
     python benchmarks/trainer.py overhead --repeats 5
     python benchmarks/trainer.py ddp
@@ -39,6 +40,9 @@ from gaussdiff.losses import simple_loss
 from gaussdiff.nets import MLP
 from gaussdiff.schedule import make_schedule
 from gaussdiff.train import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, commit_line  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "trainer.jsonl"
 
@@ -86,7 +90,7 @@ def overhead(args) -> list[dict]:
             return lambda: train(cfg, overwrite=True, progress=False)
 
         def bare(steps):
-            return lambda: bare_loop(TrainConfig(steps=steps), steps)
+            return lambda: bare_loop(TrainConfig(steps=steps).validate(), steps)  # the data defaults resolved
 
         ours(args.n1)(), bare(args.n1)()  # warm-up: first-call costs (lazy imports, allocator) out of the timing
         for r in range(args.repeats):
@@ -147,11 +151,13 @@ def resume(args) -> list[dict]:
 
 def report(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
+    print(commit_line(rows))
     for bench, unit in [("overhead", "steps_per_s"), ("ddp", "steps_per_s"), ("resume", "seconds")]:
         sel = [r for r in rows if r["bench"] == bench and unit in r]
         if not sel:
             continue
-        print(f"\n### {bench}\n\n| | {unit} (median) | min | max | threads | cpu/wall | runs |\n|---|---|---|---|---|---|---|")
+        print(f"\n### {bench}\n\n| | {unit} (median) | min | max | threads | cpu/wall | runs |\n"
+              "|---|---|---|---|---|---|---|")
         kinds = dict.fromkeys(r["kind"] for r in sel)
         med = {}
         for kind in kinds:
@@ -182,10 +188,11 @@ def main() -> None:
     args = p.parse_args()
     if args.report:
         return report(args.out)
+    prov = Provenance(vars(args))
     rows = {"overhead": overhead, "ddp": ddp, "resume": resume}[args.bench](args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.writelines(json.dumps(prov.stamp(r)) + "\n" for r in rows)
 
 
 if __name__ == "__main__":

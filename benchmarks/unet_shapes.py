@@ -4,7 +4,8 @@ Each shape trains for ``--seconds`` on random 1x8x8 data at batch 64: v-predicti
 ``losses.simple_loss``), backward, fused AdamW step. Shapes run round-robin ``--repeats`` times (so a burst of
 load from elsewhere hits them all alike) and the table gives each one's median steps/s, with its parameter count,
 cpu-time / wall-time ratio (about the thread count when the cores were ours; lower means the run was starved
-and is not comparable), the thread count and the commit.
+and is not comparable), the thread count and the commit; with ``--out``, also one JSON line per shape, stamped with
+the run's provenance (provenance.py).
 
 Candidates: three nets of the size the reference libraries use for such images (1.6-2.6 M parameters with
 attention at two levels; one of them a real diffusers ``UNet2DModel``), and six small two-level gaussdiff UNets
@@ -12,13 +13,14 @@ attention at two levels; one of them a real diffusers ``UNet2DModel``), and six 
 
     python benchmarks/unet_shapes.py --seconds 30 --repeats 3
     python benchmarks/unet_shapes.py --seconds 2 --shapes s32-r1-a4 s32-r1   # a quick check
+    python benchmarks/unet_shapes.py --seconds 12 --repeats 2 --out benchmarks/results/unet_shapes.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from clock import Clock  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
 from gaussdiff.losses import simple_loss  # noqa: E402
 from gaussdiff.nets import build_network, unet_config  # noqa: E402
@@ -86,15 +89,6 @@ def steps_per_second(net: torch.nn.Module, seconds: float, batch: int, seed: int
     return steps / clock.seconds(), clock.ratio()
 
 
-def git_commit() -> str:
-    """The short commit, with "+dirty" when tracked files differ from it."""
-    root = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True)
-    return (head.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -104,16 +98,20 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shapes", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES), metavar="NAME",
                    help=f"candidates to time: {', '.join(CANDIDATES)}")
+    p.add_argument("--out", type=Path, default=None, help="also append one JSON line per shape to this file")
     args = p.parse_args(argv)
     if not args.seconds > 0 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1:
         p.error("--seconds must be > 0 and --repeats, --threads, --batch-size >= 1")
     torch.set_num_threads(args.threads)
+    prov = Provenance(vars(args))
     nets = {name: build(name) for name in args.shapes}
     runs = {name: [] for name in args.shapes}
     for repeat in range(args.repeats):
         for name, net in nets.items():
             runs[name].append(steps_per_second(net, args.seconds, args.batch_size, seed=repeat))
-    commit = git_commit()
+    code = prov.record
+    commit = f"{code['commit'][:7]}{'+dirty' if code['dirty'] else ''}" if code["commit"] else "unknown"
+    rows = []
     print(f"batch {args.batch_size} on {'x'.join(map(str, SHAPE))}, {args.seconds:g} s x {args.repeats} per shape\n")
     print(f"| {'config':<28} | parameters | steps/s | cpu/wall | threads | commit |")
     print(f"|{'-' * 30}|-----------:|--------:|---------:|--------:|--------|")
@@ -123,6 +121,11 @@ def main(argv=None) -> None:
         params = sum(q.numel() for q in net.parameters())
         print(f"| {name:<28} | {params:>10,} | {rate:>7.2f} | {ratio:>8.2f} | {torch.get_num_threads():>7} "
               f"| {commit} |")
+        rows.append(prov.stamp({"shape": name, "parameters": params, "steps_per_s": rate, "cpu_wall": ratio,
+                                "runs": [{"steps_per_s": r, "cpu_wall": c} for r, c in runs[name]]}))
+    if args.out:
+        with args.out.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 if __name__ == "__main__":
