@@ -305,10 +305,12 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             resolved = dataclasses.asdict(cfg) | {"data_description": data.description, DATA_HASH: data_hash}
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
 
+        conditioning = class_conditioning(data.classes, label_dropout) if num_classes else None
+        written_as = row_format(cfg.data, cfg.label_column, data.data)  # scans every value once, not per preview
+
         def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
-            conditioning = class_conditioning(data.classes, label_dropout) if num_classes else None
             return SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
-                              cfg.variance_type, conditioning, *row_format(cfg.data, cfg.label_column, data.data))
+                              cfg.variance_type, conditioning, *written_as)
 
         def checkpoint() -> Path | None:
             state = learner.state_dict(step, time.perf_counter() - start)
