@@ -151,9 +151,9 @@ def table_run(tmp_path_factory):
 
 def test_training_records_the_columns_and_dtype(table_run):
     data = json.loads((table_run / "model" / "config.json").read_text())["data"]
-    assert data["columns"] == ["sepal", "petal"] and data["dtype"] == "float32"
+    assert [c["name"] for c in data["transform"]["columns"]] == ["sepal", "petal"] and data["dtype"] == "float32"
     model = load_model(table_run)
-    assert model.columns == ["sepal", "petal"] and model.data_dtype == "float32"
+    assert model.header == ["sepal", "petal"] and model.data_dtype == "float32"
     assert model.sample(5, steps=3).dtype == torch.float32
 
 
@@ -163,7 +163,8 @@ def float32_csv(path) -> np.ndarray:
 
 def test_sample_and_inpaint_write_the_header_and_float32(table_run, tmp_path, capsys):
     """gaussdiff sample --out x.csv: the training file's names without the label column, float32 values in at most 9
-    significant digits, the very numbers of the .npy; gaussdiff inpaint the same, known values as given."""
+    significant digits, the very numbers of the .npy; gaussdiff impute keeps the file's header and its known cells'
+    text."""
     flags = ["-n", "30", "--steps", "5", "--seed", "2", "--class", "1"]
     for name in ("s.csv", "s.npy"):
         assert main(["sample", str(table_run), *flags, "--out", str(tmp_path / name)]) == 0
@@ -172,12 +173,12 @@ def test_sample_and_inpaint_write_the_header_and_float32(table_run, tmp_path, ca
     assert all(significant_digits(c) <= 9 for c in cells(tmp_path / "s.csv"))
     assert np.load(tmp_path / "s.npy").dtype == np.float32
     assert np.array_equal(float32_csv(tmp_path / "s.csv"), np.load(tmp_path / "s.npy"))
-    write_text(tmp_path / "x.csv", "sepal,petal\n5.1,0.0\n4.25,0.0\n")
-    write_text(tmp_path / "m.csv", "1,0\n1,0\n")  # one mask per input: sepal known
-    assert main(["inpaint", str(table_run), "--image", str(tmp_path / "x.csv"), "--mask", str(tmp_path / "m.csv"),
-                 "--steps", "5", "--class", "0", "--out", str(tmp_path / "i.csv")]) == 0
+    write_text(tmp_path / "x.csv", "sepal,species,petal\n5.1,0,\n4.25,0,\n")  # petal to fill, in class 0
+    assert main(["impute", str(table_run), "--data", str(tmp_path / "x.csv"), "--steps", "5",
+                 "--out", str(tmp_path / "i.csv")]) == 0
     lines = (tmp_path / "i.csv").read_text().splitlines()
-    assert lines[0] == "sepal,petal" and [line.split(",")[0] for line in lines[1:]] == ["5.1", "4.25"]
+    assert lines[0] == "sepal,species,petal" and [line.split(",")[0] for line in lines[1:]] == ["5.1", "4.25"]
+    assert all(significant_digits(line.split(",")[2]) <= 9 for line in lines[1:])
 
 
 def test_models_without_the_fields_write_as_before(tmp_path):

@@ -49,7 +49,7 @@ def test_pixels_to_dict_round_trips_through_json_and_the_registry():
     assert d == {"kind": "pixels", "sample_shape": [3, 8, 8], "levels": 256}
     q = transform_from_dict(d)
     assert isinstance(q, Pixels) and q.sample_shape == (3, 8, 8) and q.levels == 256
-    assert set(TRANSFORMS) == {"standardize", "pixels"} and TRANSFORMS["standardize"] is Standardize
+    assert set(TRANSFORMS) == {"standardize", "pixels", "table"} and TRANSFORMS["standardize"] is Standardize
 
 
 @pytest.mark.parametrize("d, needle", [

@@ -10,6 +10,9 @@ where L_vlb sees the reverse mean under a stop-gradient, so that it trains only 
 (the mean is left to L_simple), as in improved-diffusion.
 Min-SNR-gamma weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights
 L_simple per t so that, on the x_0 scale, it is min(SNR_t, gamma) || x0_hat - x_0 ||^2 (``loss_weight``).
+Data with missing values (MissDiff, Ouyang et al. 2023, "MissDiff: Training Diffusion Models on Tabular Data with
+Missing Values") train by L_simple on the observed entries alone: with the mask m (1 where observed) and x_0 set to 0
+at its missing entries, L_simple = E || m * (target - net(x_t, t)) ||^2; no entry is imputed first.
 Importance sampling of t (Nichol & Dhariwal sec. 3.3): p_t proportional to sqrt(E[L_t^2]) over the last
 10 losses at t, uniform until every t has 10, mixed with 1e-3 of the uniform law; the weights
 1 / (T p_t) keep the weighted loss an unbiased estimate of the uniform one.
@@ -46,8 +49,20 @@ def _noised(x0: torch.Tensor, schedule: NoiseSchedule, t, eps, generator):
     return t, eps, q_sample(x0, t.cpu(), schedule, eps)  # float64 coefficients on the CPU (MPS has no float64)
 
 
-def _mean_square(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (pred - target).pow(2).flatten(1).mean(1)
+def _mean_square(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample (B,): sum_i m_i (pred_i - target_i)^2 / D over the D entries of a sample (MissDiff's masked loss;
+    m = 1 everywhere without ``mask``), so a missing entry adds nothing and passes no gradient to pred."""
+    diff = pred - target
+    if mask is not None:
+        diff = torch.where(mask, diff, 0)
+    return diff.pow(2).flatten(1).mean(1)
+
+
+def check_missing_values(loss_type: str) -> None:
+    """Only ``simple`` trains on data with missing values (masked): the bound's terms are densities of every entry."""
+    if loss_type != "simple":
+        raise InputError(f"loss_type {loss_type!r} cannot train on data with missing values; use --loss-type simple "
+                         "(L_simple on the observed entries)")
 
 
 def check_loss_weighting(weighting: str, gamma: float, loss_type: str = "simple") -> None:
@@ -79,9 +94,11 @@ def loss_weight(prediction_type: str, snr: torch.Tensor, weighting: str = "none"
 
 
 def simple_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, t=None, eps=None,
-                generator=None, **net_kwargs) -> torch.Tensor:
-    """Per-sample L_simple (B,), averaged over data dimensions; t and eps are drawn when not given."""
-    return training_loss(net, x0, schedule, prediction_type, t=t, eps=eps, generator=generator, **net_kwargs)[0]
+                generator=None, mask=None, **net_kwargs) -> torch.Tensor:
+    """Per-sample L_simple (B,), averaged over data dimensions (on the observed entries of ``mask``, as in
+    :func:`training_loss`); t and eps are drawn when not given."""
+    return training_loss(net, x0, schedule, prediction_type, t=t, eps=eps, generator=generator, mask=mask,
+                         **net_kwargs)[0]
 
 
 def vlb_loss(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
@@ -115,19 +132,29 @@ def check_loss_type(loss_type: str, variance_type: str) -> None:
 
 def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_type: str, loss_type: str = "simple",
                   variance_type: str = "fixed_small", t=None, eps=None, *, levels: int | None = None, lo=-1.0,
-                  hi=1.0, generator=None, loss_weighting: str = "none", min_snr_gamma: float = 5.0, **net_kwargs):
+                  hi=1.0, generator=None, loss_weighting: str = "none", min_snr_gamma: float = 5.0, mask=None,
+                  **net_kwargs):
     """One step's per-sample loss to backpropagate (B,) and the per-sample L_vlb estimate T L_t in bits/dim
     (B,), detached (None for ``simple``), with one network call. ``simple`` trains the mean only (fixed
     variances), ``hybrid`` the mean by L_simple and a learned_range variance by L_vlb, ``vlb`` both by L_vlb.
-    ``loss_weighting`` (none, min_snr) weights L_simple per t (:func:`loss_weight`)."""
+    ``loss_weighting`` (none, min_snr) weights L_simple per t (:func:`loss_weight`).
+
+    ``mask`` (bool, shaped as x0, True where observed; None: all are): MissDiff's masked L_simple,
+        weight_t * sum_i m_i (target_i - pred_i)^2 / D,
+    x0 taken as 0 at its missing entries (there x_t = sqrt(1 - abar_t) eps); only ``simple`` takes a mask."""
     check_loss_type(loss_type, variance_type)
     check_loss_weighting(loss_weighting, min_snr_gamma, loss_type)
+    if mask is not None:
+        check_missing_values(loss_type)
+        if mask.shape != x0.shape:
+            raise ValueError(f"the mask's shape {tuple(mask.shape)} is not the data's {tuple(x0.shape)}")
+        x0 = torch.where(mask, x0, 0)
     t, eps, x_t = _noised(x0, schedule, t, eps, generator)
     weight = loss_weight(prediction_type, schedule.snr[t.cpu()], loss_weighting, min_snr_gamma).to(x0)
     target = training_target(prediction_type, x0, eps, schedule.alpha_bar[t.cpu()])
     out = net(x_t, t.to(device=x0.device, dtype=time_dtype(x0)), **net_kwargs)
     if loss_type == "simple":
-        return weight * _mean_square(split_output(out, x_t, learn_variance=False)[0], target), None
+        return weight * _mean_square(split_output(out, x_t, learn_variance=False)[0], target, mask), None
     if loss_type == "vlb":
         vlb = vlb_loss(out, x0, x_t, t, schedule, prediction_type, variance_type, levels, lo, hi)
         return vlb, vlb.detach()
@@ -175,7 +202,8 @@ class ImportanceSampler:
         from_end = last - torch.arange(len(t))  # 0 for the newest loss at its t
         k = new.clamp(max=H)
         src = torch.arange(H) + k[:, None]  # column H - 1 - j of the old row moves to H - 1 - j - k
-        shifted = torch.where(src < H, self.losses.gather(1, src.clamp(max=H - 1)), torch.zeros((), dtype=torch.float64))
+        shifted = torch.where(src < H, self.losses.gather(1, src.clamp(max=H - 1)),
+                              torch.zeros((), dtype=torch.float64))
         keep = from_end < H
         shifted[t_sorted[keep] - 1, H - 1 - from_end[keep]] = losses[order][keep]
         self.losses, self.counts = shifted, (self.counts + new).clamp(max=H)

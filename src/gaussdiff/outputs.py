@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,8 @@ CSV_BYTES = 20  # about what one value takes in a .csv (a float64's shortest rep
 class Target:
     """A checked output: its path and kind ('folder', 'grid' or 'array'), and the samples it receives: ``total`` in
     the data's ``levels`` (None: real values), drawn under ``seed``, in len(groups) equal blocks named by ``groups``
-    (one per class or input, in order; None: one block); a .csv's header names ``columns`` (None: no header)."""
+    (one per class or input, in order; None: one block); a .csv's header names ``columns`` (None: no header), and
+    holds a table's rows as ``text`` makes them (SavedModel.row_text)."""
 
     path: Path
     kind: str
@@ -45,6 +46,7 @@ class Target:
     seed: int
     groups: list[str] | None = None
     columns: list[str] | None = None
+    text: Callable | None = None  # a table's rows (codes) -> their cells' text, for a .csv
 
     @property
     def per_group(self) -> int:
@@ -71,7 +73,7 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 
 def check_target(target: str | os.PathLike, sample_shape: tuple[int, ...], levels: int | None, total: int,
                  seed: int, groups: list[str] | None = None, overwrite: bool = False,
-                 columns: list[str] | None = None) -> Target:
+                 columns: list[str] | None = None, text: Callable | None = None) -> Target:
     """The output for ``total`` samples of the model's shape (vectors: with the model's ``columns``, which head a
     .csv), checked before any work: InputError names what fits instead, an existing target (without ``overwrite``),
     a folder that cannot be written, a disk too small."""
@@ -83,7 +85,7 @@ def check_target(target: str | os.PathLike, sample_shape: tuple[int, ...], level
         raise InputError(f"{path}: images are written as a .png grid, a .npy of levels or a folder (DIR/), not "
                          f"{path.suffix or 'a file without extension'}")
     kind = "folder" if images and folder else "grid" if path.suffix.lower() == ".png" else "array"
-    out = Target(path, kind, total, levels, seed, groups, columns)
+    out = Target(path, kind, total, levels, seed, groups, columns, text)
     if kind == "array":
         check_output_path(path)
     else:
@@ -133,7 +135,7 @@ def write_samples(target: Target, batches: Iterable[torch.Tensor]) -> None:
     so whatever ``batches`` raises leaves it as it was. A grid gets one row per group (with several groups), a
     folder's file names start with their group's name."""
     if target.kind == "array":
-        stream_array(target.path, target.total, batches, target.columns)
+        stream_array(target.path, target.total, batches, target.columns, target.text)
     elif target.kind == "grid":
         several = target.groups and len(target.groups) > 1
         save_image_grid(target.path, np.concatenate([b.numpy() for b in batches]), target.levels,

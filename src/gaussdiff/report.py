@@ -150,24 +150,24 @@ def picture_data(model: SavedModel, config: dict, n: int, seed: int) -> tuple[to
     (None, why) where they cannot be read as the model's samples (a file gone or changed): then the pictures show
     the samples alone."""
     try:
-        points = load_points(model.data_name, n, seed, model.sample_shape)[0]
         column = config.get("label_column")
-        if column is not None and points.ndim == 2:
+        points = load_points(model.data_name, n, seed, model.sample_shape, model.table, column)[0]
+        if column is not None and points.ndim == 2 and model.table is None:
             j = label_column_index(str(column), csv_header(model.data_name), points.shape[1], model.data_name)
             points = points[:, [c for c in range(points.shape[1]) if c != j]]
     except InputError as e:
         return None, str(e)
-    if tuple(points.shape[1:]) != model.sample_shape:
+    if tuple(points.shape[1:]) != model.data_shape:
         return None, (f"{model.data_name} has samples of shape {list(points.shape[1:])}, the model "
-                      f"{list(model.sample_shape)}")
+                      f"{list(model.data_shape)}")
     return points, ""
 
 
 def column_names(model: SavedModel, config: dict) -> list[str] | None:
     """A vector model's column names: those it recorded, else (an older model) the header of the run's data file
     while it exists, without its label column; None (plots number them) where neither is known."""
-    if model.columns is not None:
-        return model.columns
+    if model.header is not None:
+        return model.header
     try:
         return row_format(config.get("data", model.data_name), config.get("label_column"),
                           np.empty((0, model.sample_shape[0])))[0]
@@ -181,7 +181,7 @@ def is_image_model(model: SavedModel) -> bool:
 
 def pictures_apply(model: SavedModel) -> bool:
     """Whether ``make_pictures`` draws this model's data: images, or vectors of 2 or more features."""
-    return is_image_model(model) or (len(model.sample_shape) == 1 and model.sample_shape[0] >= 2)
+    return is_image_model(model) or (len(model.sample_shape) == 1 and model.data_shape[0] >= 2)
 
 
 def make_pictures(run, n: int = 2000, seed: int = 0, out=None, threads: int | None = None,
@@ -224,7 +224,7 @@ def point_pictures(model: SavedModel, config: dict, n: int, seed: int, out: Path
     plots.PAIR_COLUMNS) and chain.png (the forward marginals above the sampler's states, first two columns, in
     model units)."""
     drawn, data = samples_and_data(model, config, n, n, seed, say, "points")
-    names, dims = column_names(model, config), model.sample_shape[0]
+    names, dims = column_names(model, config), model.data_shape[0]
     title = f"{Path(model.data_name).name}: {'model samples' if data is None else 'data and model samples'}\n" \
             f"{drawn.settings}"
     pair = dims > 2
@@ -234,12 +234,14 @@ def point_pictures(model: SavedModel, config: dict, n: int, seed: int, out: Path
         paths = [draw(model.to_data_units(drawn.samples), data, out / "samples.png", title=title, columns=names,
                       units=plots.DATA_UNITS)]
     generator = torch.Generator().manual_seed(seed)
-    forward = [] if data is None else [
-        (t, q_sample(model.transform.forward(data).float(), torch.tensor(t), model.schedule,
-                     torch.randn(data.shape, generator=generator))) for t in drawn.times]
+    y = None if data is None else model.transform.forward(data).float()  # a table's missing cells: NaN, not drawn
+    forward = [] if y is None else [
+        (t, q_sample(y, torch.tensor(t), model.schedule, torch.randn(y.shape, generator=generator)))
+        for t in drawn.times]
     with say("chain.png"):
         paths.append(plots.chain_strip(forward, [(t, drawn.states[t]) for t in drawn.times], model.schedule.T,
-                                       out / "chain.png", columns=names, units=plots.MODEL_UNITS,
+                                       out / "chain.png", columns=model.table.entry_names if model.table else names,
+                                       units=plots.MODEL_UNITS,
                                        title=f"diffusion chain over T = {model.schedule.T} steps\nbackward: "
                                              f"{drawn.settings}"))
     return paths

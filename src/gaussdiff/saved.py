@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,6 +23,8 @@ from torch import nn
 from . import __version__
 from .atomic import replace_folder, temporary_folder
 from .bound import check_variance_type
+from .columns import Table
+from .data.tables import decode
 from .diffusers_config import write_scheduler_config
 from .errors import InputError
 from .nets import build_network
@@ -89,9 +92,29 @@ class SavedModel:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.transform.sample_shape)
 
+    @property
+    def table(self) -> Table | None:
+        """The table transform of a model trained on a table (its column kinds and maps), else None."""
+        return self.transform if isinstance(self.transform, Table) else None
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """The shape of a sample in the data's own units: a table's (C,) columns, else ``sample_shape``."""
+        return (len(self.table.specs),) if self.table else self.sample_shape
+
+    @property
+    def header(self) -> list[str] | None:
+        """The column names written samples go under: a table's columns, a vector model's recorded ``columns``."""
+        return [s.name for s in self.table.specs] if self.table else self.columns
+
+    @property
+    def row_text(self):
+        """A table model's writer of rows (codes (N, C) -> their cells' text, ``data.tables.decode``), else None."""
+        return partial(decode, specs=self.table.specs) if self.table else None
+
     def to_data_units(self, x):
         """Model samples in the data's own units: the transform's inverse, rounded to the data's levels if it has
-        them."""
+        them (a table's: its codes, integers rounded, categories decoded)."""
         x = self.transform.inverse(x.double())
         if self.transform.levels:
             return self.transform.quantize(x)

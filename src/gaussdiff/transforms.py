@@ -15,6 +15,7 @@ import numbers
 
 import torch
 
+from .columns import Table
 from .errors import InputError, check_int
 
 
@@ -178,10 +179,10 @@ class Pixels:
         return f"Pixels(sample_shape={self.sample_shape}, levels={self.levels})"
 
 
-TRANSFORMS = {cls.kind: cls for cls in (Standardize, Pixels)}
+TRANSFORMS = {cls.kind: cls for cls in (Standardize, Pixels, Table)}
 
 
-def transform_from_dict(d) -> Standardize | Pixels:
+def transform_from_dict(d) -> Standardize | Pixels | Table:
     """The transform a ``to_dict()`` describes; a dict without ``kind`` is a standardization (model format 1)."""
     if not isinstance(d, dict):
         raise InputError(f"a transform must be a JSON object, got {type(d).__name__}")

@@ -107,20 +107,22 @@ def compute(model: SavedModel, y: torch.Tensor, x: torch.Tensor, lo, hi, args) -
     network_model, dtype = model.reverse_model(), next(model.network.parameters()).dtype
     reverse = lambda x_t, t: network_model(x_t.to(dtype), t)  # noqa: E731 (the bound in float64, the net in its dtype)
     options = dict(levels=args.levels, lo=lo, hi=hi, batch_size=args.batch_size,
-                   log_det_jacobian=log_det_jacobian(model, args.levels, x),
                    generator=torch.Generator().manual_seed(args.seed))
+    ldj = log_det_jacobian(model, args.levels, x)  # a number, or one per point
     T = model.schedule.T
     pilot_n = min(PILOT, len(y)) if args.estimate == "importance" else 0
     evaluations = pilot_n * T + len(y) * args.draws if pilot_n else len(y) * T
     bar = tqdm(total=evaluations, desc="elbo", unit="eval", disable=not sys.stderr.isatty())
     if args.estimate == "exact":
-        bound = curve = elbo(reverse, y, model.schedule, callback=lambda t, terms: bar.update(len(t)), **options)
+        bound = curve = elbo(reverse, y, model.schedule, callback=lambda t, terms: bar.update(len(t)),
+                             log_det_jacobian=ldj, **options)
     else:
         sampler = ImportanceSampler(T)
         curve = elbo(reverse, y[:pilot_n], model.schedule,
-                     callback=lambda t, terms: (sampler.update(t, terms), bar.update(len(t))), **options)
+                     callback=lambda t, terms: (sampler.update(t, terms), bar.update(len(t))),
+                     log_det_jacobian=ldj if isinstance(ldj, float) else ldj[:pilot_n], **options)
         bound = elbo_importance(reverse, y, model.schedule, sampler, args.draws,
-                                callback=lambda t, terms: bar.update(len(t)), **options)
+                                callback=lambda t, terms: bar.update(len(t)), log_det_jacobian=ldj, **options)
     bar.close()
     return bound, curve, pilot_n
 

@@ -52,6 +52,9 @@ def _plan(args, sampling) -> tuple[list, torch.Tensor | None, int, float]:
         raise InputError("--strength goes with --init (the samples to start from)")
     model = sampling.model
     init = None
+    if args.init is not None and model.table is not None:
+        raise InputError("--init starts from samples of a vector or image model; for a table, gaussdiff impute "
+                         "completes rows with empty cells")
     if args.init is not None:
         init = model.transform.forward(read_samples(args.init, model.sample_shape, model.transform.levels)).float()
     n = args.num_samples if args.num_samples is not None else (1000 if init is None else 1)
@@ -67,7 +70,7 @@ def run(args) -> None:
     per_class = n if init is None else n * len(init)
     names = None if classes == [None] else [model.classes[c] for c in classes]
     target = check_target(args.out, model.sample_shape, model.transform.levels, per_class * len(classes), args.seed,
-                          names, args.overwrite, model.columns)
+                          names, args.overwrite, model.header, model.row_text)
     starts = range(0, per_class, args.batch_size)
     steps = args.steps or min(DEFAULT_STEPS, model.schedule.T)
     if init is not None:

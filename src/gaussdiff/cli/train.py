@@ -55,8 +55,10 @@ TRAIN_HELP = {
                          "components, a table's --label-column), so that sample --class can ask for one",
     "label_dropout": "class-conditional: the share of training labels replaced by the null label, which trains the "
                      "unconditional model too (needed by --guidance; 0: none)",
-    "label_column": "class-conditional tables: the column of integer classes (a header name or a 0-based number); "
-                    "it is not modelled",
+    "label_column": "class-conditional tables: the column of classes (a header name or a 0-based number); it is "
+                    "not modelled",
+    "schema": "tables (a .csv with a header line): a JSON file of column kinds (continuous, integer, positive, "
+              "bounded, constant, categorical) overriding those inferred; each run writes its own as RUN/columns.json",
     "holdout": "data files: the share of rows (or images) kept out of training for the held-out loss, chosen by "
                "--seed (None: 0.1; 0: train on every row); built-in sets are held out by a fresh draw, digits by "
                "its test split",

@@ -14,11 +14,14 @@ import torch
 
 from ..atomic import content_sha256
 from ..errors import InputError
+from ..columns import Table
 from ..transforms import Pixels, Standardize
 from . import digits
-from .files import load_array, split_label_column
+from .files import csv_header, load_array, split_label_column
 from .images import is_image_source, read_images
 from .split import heldout_seed, split_rows
+from .tables import _key as category_key, check_header, encode, infer_schema, is_missing, parse_number, pop_column, \
+    read_schema, read_table
 from .toys import BUILTIN, CLASSES, check_count_and_seed, labeled
 
 IMAGE_BUILTIN = ("digits",)  # built-in image sets (native size; the training split)
@@ -45,6 +48,8 @@ class Dataset:
 
     def __init__(self, data: torch.Tensor, transform, name: str, description: str,
                  labels: torch.Tensor | None = None, classes: list[str] | None = None, conditional: bool = False):
+        """``data`` in the data's own units: (N, *shape) samples, or a table's codes (N, C) with NaN = missing
+        (``columns.Table``)."""
         self.data, self.transform, self.name, self.description = data, transform, name, description
         self.labels, self.classes, self.conditional = labels, classes, conditional
         if conditional and labels is None:
@@ -52,6 +57,7 @@ class Dataset:
                              f"image folder with one sub-folder per class, a built-in 2-D set with classes "
                              f"({', '.join(CLASSES)}), or a table with --label-column")
         self._model_units = None  # continuous rows in model units, mapped at the first get()
+        self.has_missing = bool(data.is_floating_point() and torch.isnan(data).any())  # tables only
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -60,16 +66,29 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.data)
 
-    def get(self, rows) -> Batch:
+    @property
+    def dequant_width(self) -> int:
+        """The columns of the uniform draws ``get`` takes to dequantize a table's integer columns (0: none needed)."""
+        integer = getattr(self.transform, "integer_columns", None)
+        return len(integer) if integer is not None and integer.any() else 0
+
+    def get(self, rows, dequant: torch.Tensor | None = None) -> Batch:
         """The rows (a long tensor of indices) in model units, float32, with their classes as cond["class"] when the
-        data set is conditional."""
+        data set is conditional. A table's integer columns enter as k + u - 1/2 with u the ``dequant`` draws
+        (B, dequant_width) of U[0, 1) (none: as k); its missing entries come as 0, and ``mask`` False there."""
         if self.transform.levels:
             x = self.transform.forward(self.data[rows]).float()
+        elif dequant is not None and self.dequant_width:
+            x = self.transform.forward(self.transform.dequantize(self.data[rows], dequant)).float()
         else:
             if self._model_units is None:
                 self._model_units = self.transform.forward(self.data).float()
             x = self._model_units[rows]
-        return Batch(x, {"class": self.labels[rows]} if self.conditional else {})
+        mask = None
+        if self.has_missing:
+            mask = ~torch.isnan(x)
+            x = x.masked_fill(~mask, 0.0)
+        return Batch(x, {"class": self.labels[rows]} if self.conditional else {}, mask)
 
     def sha256(self) -> str:
         """The content hash of the samples and their labels: RUN/config.json's data_sha256, which a resume and the
@@ -88,7 +107,10 @@ class Dataset:
         train, held = (torch.from_numpy(rows) for rows in split_rows(len(self), fraction, seed))
         if not len(held):
             return self, None
-        transform = Standardize.fit(self.data[train]) if isinstance(self.transform, Standardize) else self.transform
+        transform = self.transform
+        if isinstance(transform, (Standardize, Table)):  # fitted to the training rows alone
+            transform = Standardize.fit(self.data[train]) if isinstance(transform, Standardize) else \
+                Table.fit(self.data[train], transform.specs)
         what = f"{self.description}; {len(held)} held out (--holdout {fraction:g}), {len(train)} trained on"
         return self.subset(train, transform, what), self.subset(held, transform, what)
 
@@ -148,6 +170,45 @@ def _named_classes(folder: Path, classes: list[str]) -> list[str]:
     return named
 
 
+def is_table_file(path) -> bool:
+    """A .csv whose first line is a header (no cell a number): a table, read by ``data.tables``."""
+    return Path(path).suffix.lower() == ".csv" and Path(path).is_file() and csv_header(path) is not None
+
+
+def _classes(values: list[str], column: str, path: Path) -> tuple[torch.Tensor, list[str]]:
+    """(labels (N,) long, class names): a label column's cells as indices into its distinct classes, numbers by value
+    (3 and 3.0 are class "3") then text, as a categorical column's categories are ordered."""
+    gap = next((i for i, v in enumerate(values) if is_missing(v)), None)
+    if gap is not None:
+        raise InputError(f"{path}: the label column {column!r} has a missing cell (data row {gap + 1}); every row "
+                         "needs its class")
+    numbers = [parse_number(v) for v in values]
+    fractional = next((v for v, x in zip(values, numbers) if x is not None and x != round(x)), None)
+    if fractional is not None and all(x is not None for x in numbers):
+        raise InputError(f"{path}: label column {column!r} holds non-integer values (e.g. {fractional!r}); class "
+                         "labels must be integers or text")
+    names = [v.strip() if x is None or x != round(x) else str(int(x)) for v, x in zip(values, numbers)]
+    classes = sorted(set(names), key=category_key)
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[v] for v in names], dtype=torch.long), classes
+
+
+def _table(path: Path, schema: str | None, label_column: str | None, conditional: bool) -> Dataset:
+    """A table read with per-column kinds (inferred, overridden by the ``schema`` file), fitted on all its rows."""
+    raw = read_table(path)
+    labels = classes = None
+    if label_column is not None:
+        raw, values = pop_column(raw, label_column)
+        labels, classes = _classes(values, label_column, path)
+    specs = infer_schema(raw, read_schema(schema, raw.header) if schema else None)
+    codes = torch.from_numpy(encode(raw, specs))
+    missing = int(torch.isnan(codes).sum())
+    kinds = ", ".join(f"{sum(s.kind == k for s in specs)} {k}" for k in dict.fromkeys(s.kind for s in specs))
+    what = (f"{path}: a table of {len(codes)} rows x {len(specs)} columns ({kinds}), {missing} missing cells" +
+            (f", classes from column {label_column!r} ({len(classes)})" if classes else ""))
+    return Dataset(codes, Table.fit(codes, specs), str(path.resolve()), what, labels, classes, conditional)
+
+
 def _rows(path: Path, label_column: str | None, conditional: bool) -> Dataset:
     array, labels, classes, what = load_array(path), None, None, ""
     if label_column is not None:
@@ -161,16 +222,19 @@ def _rows(path: Path, label_column: str | None, conditional: bool) -> Dataset:
 
 def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 0, *, image_size: int | None = None,
                  channels: int | None = None, pixel_range=None, class_conditional: bool = False,
-                 label_column: str | None = None) -> Dataset:
+                 label_column: str | None = None, schema: str | None = None) -> Dataset:
     """The data set a model trains on.
 
     A built-in 2-D name gives n fresh points under seed, already in their own units (identity map); 'digits' its
     1,500 training images; a folder of images or a .npy of images (N, H, W[, C]) or (N, C, H, W) is read by
     :func:`images.read_images` (``image_size``, ``channels``, ``pixel_range``); any other argument is a .npy or
-    .csv file of rows, standardized per feature (n and seed unused), without its ``label_column`` when one is named.
+    .csv file of rows, standardized per feature (n and seed unused), without its ``label_column`` when one is named;
+    a .csv with a header line is a table (``data.tables``: per-column kinds, inferred or from the ``schema`` file).
     ``class_conditional``: batches carry the classes (digits', an image folder's sub-folders, a built-in's, the label
     column's) as cond["class"].
     """
+    if schema is not None and (is_builtin(name_or_path) or not is_table_file(name_or_path)):
+        raise InputError(f"--schema applies to .csv tables with a header line, not to {name_or_path}")
     if label_column is not None and (is_builtin(name_or_path) or is_image_source(name_or_path)):
         raise InputError(f"--label-column applies to .csv and .npy files of rows, not to {name_or_path}")
     if (image_size or channels or pixel_range) and (is_builtin(name_or_path) or not is_image_source(name_or_path)):
@@ -183,6 +247,8 @@ def load_dataset(name_or_path: str | os.PathLike, n: int = 100_000, seed: int = 
     path = Path(name_or_path)
     if is_image_source(path):
         return _image_files(path, image_size, channels, pixel_range, class_conditional)
+    if is_table_file(path):
+        return _table(path, schema, label_column, class_conditional)
     return _rows(path, label_column, class_conditional)
 
 
@@ -194,14 +260,26 @@ def load_heldout(name: str, n: int, seed: int, class_conditional: bool = False) 
     return _toy(name, n, heldout_seed(seed), class_conditional)
 
 
+def table_rows(path, table: Table, label_column: str | None = None) -> torch.Tensor:
+    """The codes (N, C) float64 of a table file read as ``table`` reads its columns (by name, in any order; its
+    ``label_column``, if it has it, left out); InputError naming the columns that differ from the model's."""
+    raw = read_table(path)
+    if label_column is not None and label_column in raw.header:
+        raw = pop_column(raw, label_column)[0]
+    raw = check_header(raw, [s.name for s in table.specs], str(path))
+    return torch.from_numpy(encode(raw, table.specs))
+
+
 def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,
-                sample_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, str]:
+                sample_shape: tuple[int, ...] | None = None, table: Table | None = None,
+                label_column: str | None = None) -> tuple[torch.Tensor, str]:
     """(float64 (N, *shape) in the data's own units, a description): the points a command evaluates.
 
     A built-in 2-D name gives n fresh points under seed; 'digits' n of its 297 held-out images. A .npy or .csv file
     of rows, or images (a folder, or a .npy of images, read at the (C, H, W) of ``sample_shape`` when given), gives n
     of its samples drawn without replacement under seed (kept in file order), or all of them when n is None or >= their
-    number.
+    number. A table model (``table``) reads a file as :func:`table_rows` does (without ``label_column``): its codes, NaN
+    where a cell is missing.
     """
     if n is not None:
         check_count_and_seed(n, seed)
@@ -209,6 +287,8 @@ def load_points(name_or_path: str | os.PathLike, n: int | None, seed: int,
         return BUILTIN[name_or_path](n, seed).double(), f"built-in {name_or_path!r}: {n} points, seed {seed}"
     if name_or_path in IMAGE_BUILTIN:
         rows, what = torch.from_numpy(digits.digits_split("test")[0]).double(), "digits (held-out split)"
+    elif table is not None:
+        rows, what = table_rows(name_or_path, table, label_column), str(name_or_path)
     elif is_image_source(name_or_path):
         images = sample_shape is not None and len(sample_shape) == 3
         size, channels = (sample_shape[-1], sample_shape[0]) if images else (None, None)

@@ -7,6 +7,8 @@ dtype the samples of a model trained on a file should have."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
@@ -166,6 +168,13 @@ def fits_float32(values, chunk: int = 1 << 16) -> bool:
     return True
 
 
+def codes_dtype(codes) -> str:
+    """The dtype a table's codes (NaN = missing) are written in: float32 where :func:`fits_float32` holds for every
+    observed value, else float64."""
+    codes = np.asarray(codes, dtype=np.float64)
+    return "float32" if fits_float32(codes[~np.isnan(codes)]) else "float64"
+
+
 def row_format(source, label_column: str | None, rows) -> tuple[list[str] | None, str | None]:
     """(column names, dtype) of the samples of a model trained on the (N, D) ``rows`` read from ``source`` (a .npy or
     .csv path, or a built-in 2-D name) without ``label_column``: the names are the .csv header's without the label
@@ -193,6 +202,13 @@ def _write_csv(f, array: np.ndarray) -> None:
     """Write rows, each value in the shortest text that reads back as the same value of the array's dtype (numpy's
     str of a float32 or float64, which for float64 is Python's repr)."""
     f.write("".join(",".join(row) + "\n" for row in array.astype(str).tolist()).encode())
+
+
+def _csv_text(rows: list[list[str]]) -> bytes:
+    """Rows of cells as .csv lines, quoted where a cell needs it (a comma, a quote, a line break)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
 
 
 def check_writable_parent(path: str | os.PathLike) -> Path:
@@ -249,19 +265,23 @@ def save_array(path: str | os.PathLike, array, columns: list[str] | None = None)
         raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
 
 
-def stream_array(path: str | os.PathLike, total: int, batches, columns: list[str] | None = None) -> None:
+def stream_array(path: str | os.PathLike, total: int, batches, columns: list[str] | None = None,
+                 text=None) -> None:
     """Write ``total`` rows that come as consecutive arrays (B, ...) from the iterable ``batches`` to a .npy or .csv
     atomically, holding one batch at a time; the file is what :func:`save_array` writes for all the rows at once
-    (``columns`` the .csv header). Whatever ``batches`` raises leaves path as it was."""
+    (``columns`` the .csv header). ``text``: a table's rows -> their cells' text, which a .csv holds instead of
+    numbers (quoted as the csv module does). Whatever ``batches`` raises leaves path as it was."""
     path = check_output_path(path)
 
     def write(f):
         written, dtype, csv = 0, None, path.suffix.lower() == ".csv"
         if csv:
-            f.write(_csv_header(columns))
+            f.write(_csv_header(columns) if text is None else _csv_text([columns]))
         for batch in batches:
             batch = _writable_array(path, batch)
-            if csv:
+            if csv and text is not None:
+                f.write(_csv_text(text(batch)))
+            elif csv:
                 _write_csv(f, batch)
             else:
                 if dtype is None:  # the header, as np.save writes it, once the first batch tells the dtype

@@ -51,7 +51,7 @@ def _heldout_rows(config: dict, data: str, train_seed: int, run: str) -> torch.T
     # the data as training read them: rows without the label column, or images at the run's size
     read = load_dataset(data, seed=train_seed, image_size=config.get("image_size"),
                                 channels=config.get("channels"), pixel_range=config.get("pixel_range"),
-                                label_column=config.get("label_column"))
+                                label_column=config.get("label_column"), schema=config.get("schema"))
     recorded, digest = config.get("data_sha256"), read.sha256()
     if recorded != digest:
         raise InputError(f"{data} is not the data {run} was trained on (" +

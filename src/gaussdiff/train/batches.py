@@ -4,19 +4,30 @@ The global batch of B rows is the same whatever the number of processes: an epoc
 torch's DistributedSampler (a permutation seeded by seed + epoch, dealt out to ranks), and t and the noise of
 the global batch come from a generator seeded by (seed, step) and are sliced by rank. So N processes compute
 what one process computes on the same global batch, and a resumed run needs nothing but the step counter
-to continue the exact same stream.
+to continue the exact same stream. The dequantization noise of integer table columns comes from a generator of its
+own, keyed by (seed, step) as well and sliced the same way, so runs without such columns draw what they always did.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
 from ..errors import InputError
 
 
+DEQUANT_SALT = 0xDE0_0A27  # keeps the dequantization streams apart from other streams seeded by (seed, step)
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed << 32 | step)  # distinct for every (seed, step) with step < 2^32
+
+
+def dequant_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of step ``step``'s dequantization noise: seeded by numpy's SeedSequence hash of (seed, step)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, DEQUANT_SALT]).generate_state(
+        1, np.uint64)[0]))
 
 
 class GlobalBatches:
@@ -60,3 +71,9 @@ class GlobalBatches:
         dropped = torch.rand(self.batch_size, generator=g) < label_dropout if label_dropout else None
         mine = slice(self.rank, None, self.world)
         return t[mine], eps[mine], w[mine].float(), None if dropped is None else dropped[mine]
+
+    def dequant_noise(self, step: int, width: int) -> torch.Tensor:
+        """u ~ U[0, 1) float64 (B / world, width) for this rank's slice of the global batch at ``step``: the draws that
+        dequantize a table's integer columns (k + u - 1/2), from :func:`dequant_generator` (seed, step)."""
+        u = torch.rand((self.batch_size, width), generator=dequant_generator(self.seed, step), dtype=torch.float64)
+        return u[self.rank::self.world]

@@ -66,7 +66,8 @@ class TrainConfig:
     pixel_range: list | None = None  # an image .npy of floats: [lo, hi], mapped onto the levels 0..255
     class_conditional: bool = False  # the network sees each sample's class (cond["class"])
     label_dropout: float = 0.1  # class-conditional: the share of labels replaced by the null one (0: no guidance)
-    label_column: str | None = None  # tables: the column (header name or 0-based number) holding integer classes
+    label_column: str | None = None  # tables: the column (header name or 0-based number) holding the classes
+    schema: str | None = None  # tables: a columns.json file of column kinds overriding the inferred ones
     holdout: float | None = None  # files: the share of rows kept out of training (None: 0.1); built-ins: None
     eval_every: int | None = None  # steps between held-out losses in metrics.jsonl (None: by data; 0: none)
     eval_size: int | None = None  # samples each held-out loss is estimated on (None: by data)
@@ -171,7 +172,7 @@ CHOICES = {"lr_schedule": ("cosine", "constant"), "device": ("auto", "cpu", "cud
 # Changing one of these changes the model or its data: a resume that does so is refused.
 MODEL_FIELDS = ("data", "n_data", "seed", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
                 "prediction_type", "variance_type", "network", "width", "depth", "emb_dim", "image_size", "channels",
-                "pixel_range", "class_conditional", "label_dropout", "label_column", "holdout")
+                "pixel_range", "class_conditional", "label_dropout", "label_column", "schema", "holdout")
 NETWORK_KINDS = ("auto", "mlp", "unet", "diffusers_unet2d")  # auto: the MLP for vectors, the UNet for images
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -7,7 +7,10 @@ sets (common random numbers), so each curve moves only with the model and the ga
 ``torch.Generator().manual_seed(heldout_seed(seed))``, in this order:
     training rows  randperm(n_train)[:min(size, n_train)], sorted;  held-out rows  the same with n_heldout;
     t ~ U{1..T} (size,) by randint;  eps ~ N(0, I) (size, *sample_shape) by randn;
+    then, only for a table with integer columns, u ~ U[0, 1) (size, dequant_width) float64 by rand (draw i's
+    dequantization, the same for both sets);
 draw i of a set takes its row i mod (its number of rows): a set smaller than ``size`` is seen at more (t, eps).
+A table's missing entries are left out of both losses by the batches' masks, as in training (MissDiff).
 Nothing here draws from the training streams (the batches' (seed, step) generators, torch's global generator).
 """
 
@@ -40,16 +43,19 @@ class HeldOutLoss:
 
     def __init__(self, objective: Callable, train: Dataset, heldout: Dataset | None, size: int, T: int, seed: int,
                  device: torch.device, chunk: int):
-        """``objective(net, x0, t=, eps=[, cond=])`` returns (per-sample loss (B,), ...), as ``training_loss`` does;
-        ``chunk``: samples per forward pass."""
+        """``objective(net, x0, t=, eps=, mask=[, cond=])`` returns (per-sample loss (B,), ...), as ``training_loss``
+        does; ``chunk``: samples per forward pass."""
         self.objective, self.chunk = objective, chunk
         g = torch.Generator().manual_seed(heldout_seed(seed))
         sets = {"train": train} | ({"heldout": heldout} if heldout is not None else {})
         picked = {name: torch.randperm(len(d), generator=g)[:size].sort().values for name, d in sets.items()}
         self.t = torch.randint(1, T + 1, (size,), generator=g)  # on the CPU, as in training
         self.eps = torch.randn((size, *train.sample_shape), generator=g).to(device)
+        width = train.dequant_width
+        dequant = torch.rand((size, width), generator=g, dtype=torch.float64) if width else None
         draws = torch.arange(size)
-        self.batches = {KEYS[name]: sets[name].get(rows[draws % len(rows)]).to(device) for name, rows in picked.items()}
+        self.batches = {KEYS[name]: sets[name].get(rows[draws % len(rows)], dequant=dequant).to(device)
+                        for name, rows in picked.items()}
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
@@ -65,6 +71,7 @@ class HeldOutLoss:
         for start in range(0, len(self.t), self.chunk):
             part = slice(start, start + self.chunk)
             cond = {"cond": {k: v[part] for k, v in batch.cond.items()}} if batch.cond else {}
-            loss = self.objective(model, batch.x[part], t=self.t[part], eps=self.eps[part], **cond)[0]
+            mask = None if batch.mask is None else batch.mask[part]
+            loss = self.objective(model, batch.x[part], t=self.t[part], eps=self.eps[part], mask=mask, **cond)[0]
             total += loss.double().sum().item()
         return total / len(self.t)

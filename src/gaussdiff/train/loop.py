@@ -24,10 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..atomic import write_text_atomically
+from ..columns import Table
 from ..data import load_dataset
-from ..data.files import row_format
+from ..data.files import codes_dtype, row_format
+from ..data.tables import write_schema
 from ..errors import InputError, Interrupted, TrainingError
-from ..losses import ImportanceSampler, training_loss
+from ..losses import ImportanceSampler, check_missing_values, training_loss
 from ..nets import build_network, diffusers_unet2d_config, unet_config
 from ..saved import SavedModel, class_conditioning, nonfinite_tensors
 from ..schedule import make_schedule
@@ -219,8 +221,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.data, cfg.n_data, cfg.seed, image_size=cfg.image_size, channels=cfg.channels,
                         pixel_range=cfg.pixel_range, class_conditional=cfg.class_conditional,
-                        label_column=cfg.label_column)
+                        label_column=cfg.label_column, schema=cfg.schema)
     data_hash = data.sha256() if procs.main else None  # of the whole data set, as a resume checks it
+    if data.has_missing:  # refused before the run folder exists
+        check_missing_values(cfg.loss_type)
     data, heldout = training_and_heldout(cfg, data)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
@@ -247,16 +251,19 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             compiled or not); returns the gradient norm."""
             for group in learner.opt.param_groups:
                 group["lr"] = lr
-            batch = data.get(batches.rows(step)).to(device)
+            width = data.dequant_width  # a table's integer columns: fresh U[0, 1) draws at every step
+            dequant = batches.dequant_noise(step, width) if width else None
+            batch = data.get(batches.rows(step), dequant=dequant).to(device)
             t, eps, weights, dropped = batches.t_and_noise(step, T, data.sample_shape, learner.t_sampler,
                                                            label_dropout)
-            x, cond = batch.x, with_null_labels(batch.cond, dropped, num_classes)
+            x, cond, mask = batch.x, with_null_labels(batch.cond, dropped, num_classes), batch.mask
             learner.opt.zero_grad(set_to_none=True)
             seen = []  # per-sample losses for the importance sampler of t
             for i in range(cfg.grad_accum):  # the mean over the global batch, micro-batch by micro-batch
                 part = slice(i * micro, (i + 1) * micro)
                 with distributed.no_sync(net, i == cfg.grad_accum - 1), autocast(cfg, device):
                     loss, vlb = objective(forward, x[part], t=t[part], eps=eps[part].to(device),
+                                          mask=None if mask is None else mask[part],  # missing values: MissDiff
                                           **({"cond": {k: v[part] for k, v in cond.items()}} if cond else {}))
                 # importance weights 1 / (T p_t) keep the mean an unbiased estimate of the uniform-t loss
                 learner.scaler.scale((loss.float() * weights[part].to(device)).sum() / batches.local).backward()
@@ -304,9 +311,12 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             truncate_metrics(run / "metrics.jsonl", step)  # lines a killed run logged after its checkpoint
             resolved = dataclasses.asdict(cfg) | {"data_description": data.description, DATA_HASH: data_hash}
             write_text_atomically(run / "config.json", json.dumps(resolved, indent=2))
+            if isinstance(data.transform, Table):  # the column kinds, to read, edit and pass back as --schema
+                write_schema(run / "columns.json", data.transform.specs)
 
         conditioning = class_conditioning(data.classes, label_dropout) if num_classes else None
-        written_as = row_format(cfg.data, cfg.label_column, data.data)  # scans every value once, not per preview
+        written_as = (None, codes_dtype(data.data)) if isinstance(data.transform, Table) else \
+            row_format(cfg.data, cfg.label_column, data.data)  # scans every value once, not per preview
 
         def exported() -> SavedModel:  # the EMA weights, as they are saved and sampled
             return SavedModel(learner.ema.ema_model, schedule, cfg.prediction_type, data.transform, data.name,
