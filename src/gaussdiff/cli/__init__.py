@@ -16,16 +16,17 @@ from .. import __version__
 from ..data import check_seed
 from ..errors import GaussdiffError, Interrupted
 from ..train.distributed import launched_rank
-from . import elbo, export, inpaint, nll, plot, sample, score, sweep, train
+from . import elbo, export, impute, inpaint, nll, plot, sample, score, sweep, train
 
-MODULES = {"train": train, "sample": sample, "inpaint": inpaint, "plot": plot, "sweep": sweep, "nll": nll,
-           "elbo": elbo, "score": score, "export": export}
+MODULES = {"train": train, "sample": sample, "inpaint": inpaint, "impute": impute, "plot": plot, "sweep": sweep,
+           "nll": nll, "elbo": elbo, "score": score, "export": export}
 COMMANDS = {name: module.run for name, module in MODULES.items()}
 # What to do when a command runs out of memory: the options that size its work.
 MEMORY_ADVICE = {
     "train": "choose a smaller --n-data, --batch-size, --width, --depth, --emb-dim, --num-train-timesteps or --network",
     "sample": "choose a smaller -n/--num-samples or --batch-size",
     "inpaint": "choose a smaller --batch-size or -n/--num-samples", "plot": "choose a smaller -n/--num-samples",
+    "impute": "choose a smaller --batch-size or --draws",
     "sweep": "choose a smaller -n/--num-samples", "nll": "choose a smaller -n/--num-samples or --batch-size",
     "elbo": "choose a smaller -n/--num-points or --batch-size", "score": "score fewer samples at once",
     "export": "the model does not fit this machine's memory"}

@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
 
 def _inputs(args, model) -> tuple[torch.Tensor, torch.Tensor]:
     """(the inputs in data units (N, *shape), the mask broadcast to them), checked."""
+    if model.table is not None:
+        raise InputError(f"{args.run} was trained on a table: fill its rows' empty cells with gaussdiff impute RUN "
+                         "--data rows.csv --out filled.csv")
     x = read_samples(args.image, model.sample_shape, model.transform.levels)
     mask = read_mask(args.mask, model.sample_shape)
     if len(mask) not in (1, len(x)):
@@ -77,7 +80,7 @@ def run(args) -> None:
     groups = [model.classes[c] for c in classes] if len(classes) > 1 else \
         [f"input{i}" for i in range(len(x))] if args.num_samples > 1 else None
     target = check_target(args.out, model.sample_shape, model.transform.levels, rows * len(classes), args.seed,
-                          groups, args.overwrite, model.columns)
+                          groups, args.overwrite, model.header, model.row_text)
     steps = args.steps or default_steps(args.method, model.schedule.T)
     nfe = known_nfe(args.method, args.sampler, steps, args.jump_length, args.jump_count)
     print(f"{args.method} on {args.sampler}, {steps} steps" +
