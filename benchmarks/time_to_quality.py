@@ -15,7 +15,9 @@ same cores for the same wall-time budgets B:
                 EMA, for max(B) seconds, snapshotted at every B, each sampled by DDPMScheduler's 1,000-step loop.
 gaussdiff / recipe is what the tool adds (its loop, data stream and sampler code), recipe / reference what the
 recipe adds. SW2 of the n samples against n fresh points is divided by the floor: SW2 between two fresh sets of n
-points, mean and sd over 10 draws. Every row (one per arm and budget) records the arm, its training and sampling
+points, mean and sd over 10 draws. One sampling draw of a 2-D model varies a lot (moons, ddpm-100: 2.6-5.3x the
+floor over 6 draws of one model, moons_recipe.py), so ``--sample-seeds K`` samples each model K times and scores
+the mean. Every row (one per arm and budget) records the arm, its training and sampling
 settings, the steps, the thread count and cpu-time / wall-time ratio, and the run's provenance (commit, dirty tree,
 versions, command; provenance.py). ``--report`` prints the markdown tables for RESULTS.md.
 
@@ -104,20 +106,36 @@ def gaussdiff_sample(run: Path, n: int, seed: int, threads: int, out: Path) -> n
     return np.load(out)
 
 
-def gaussdiff_row(name: str, seed: int, budget: float, n: int, threads: int, fresh: torch.Tensor, tmp: str) -> dict:
+def sampling_seeds(seed: int, draws: int) -> list[int]:
+    """The sampling seeds of a model trained under ``seed``: ``seed`` itself (what one draw always used), then
+    seed + 1000 j."""
+    return [seed + 1000 * j for j in range(draws)]
+
+
+def scored(draw, seeds: list[int], fresh: torch.Tensor) -> dict:
+    """sw2 (the mean over the draws ``draw(sampling_seed)`` makes, one per seed), each draw's SW2, and sample_s (the
+    seconds of the first draw)."""
+    t0 = time.perf_counter()
+    values = [sliced_w2(draw(seeds[0]), fresh)]
+    sample_s = time.perf_counter() - t0
+    values += [sliced_w2(draw(s), fresh) for s in seeds[1:]]
+    return dict(sw2=statistics.mean(values), sw2_draws=values, sample_seeds=seeds, sample_s=sample_s)
+
+
+def gaussdiff_row(name: str, seed: int, budget: float, n: int, threads: int, fresh: torch.Tensor, tmp: str,
+                  draws: int = 1) -> dict:
     clock = Clock()
     run = train(TrainConfig(data=name, out=f"{tmp}/run-{budget:g}", seed=seed, time_budget=budget, threads=threads),
                 progress=False)
     ratio = clock.ratio()
     model = load_model(run)
-    t0 = time.perf_counter()
-    x = torch.from_numpy(gaussdiff_sample(run, n, seed, threads, Path(tmp) / f"samples-{budget:g}.npy"))
-    sample_s = time.perf_counter() - t0
+    score = scored(lambda s: torch.from_numpy(gaussdiff_sample(run, n, s, threads, Path(tmp) / f"samples-{s}.npy")),
+                   sampling_seeds(seed, draws), fresh)
     sampling = dict(command=f"gaussdiff sample RUN -n {n} --seed {seed} --threads {threads}",
                     sampler=DEFAULT_SAMPLER, steps=min(DEFAULT_STEPS, model.schedule.T), spacing=DEFAULT_SPACING,
                     variance=model.ddpm_variance)
-    return dict(arm="gaussdiff", steps=trained_steps(run), cpu_wall=ratio, sw2=sliced_w2(x, fresh),
-                sample_s=sample_s, settings=dict(train=run_settings(run), sample=sampling))
+    return dict(arm="gaussdiff", steps=trained_steps(run), cpu_wall=ratio, **score,
+                settings=dict(train=run_settings(run), sample=sampling))
 
 
 def recipe_scheduler(cfg: TrainConfig) -> DDPMScheduler:
@@ -131,7 +149,8 @@ def recipe_scheduler(cfg: TrainConfig) -> DDPMScheduler:
                          variance_type=cfg.variance_type, timestep_spacing=DEFAULT_SPACING, clip_sample=False)
 
 
-def recipe_row(name: str, seed: int, budget: float, n: int, threads: int, fresh: torch.Tensor) -> dict:
+def recipe_row(name: str, seed: int, budget: float, n: int, threads: int, fresh: torch.Tensor,
+               draws: int = 1) -> dict:
     """diffusers' training and sampling code with gaussdiff's recipe (module doc), for one budget."""
     cfg = resolved(name, seed, threads, budget)
     sched, T = recipe_scheduler(cfg), cfg.num_train_timesteps
@@ -159,15 +178,15 @@ def recipe_row(name: str, seed: int, budget: float, n: int, threads: int, fresh:
         ema.update()
         step += 1
     ratio, steps = clock.ratio(), min(DEFAULT_STEPS, T)
-    t0 = time.perf_counter()
-    x = diffusers_sample(ema.ema_model, sched, steps, n, seed)
+    score = scored(lambda s: diffusers_sample(ema.ema_model, sched, steps, n, s), sampling_seeds(seed, draws), fresh)
     sampling = dict(scheduler="DDPMScheduler", steps=steps, timestep_spacing=DEFAULT_SPACING,
                     variance_type=cfg.variance_type, prediction_type=cfg.prediction_type, weights="ema")
-    return dict(arm="recipe", steps=step, cpu_wall=ratio, sw2=sliced_w2(x, fresh),
-                sample_s=time.perf_counter() - t0, settings=dict(train=recipe_settings(cfg), sample=sampling))
+    return dict(arm="recipe", steps=step, cpu_wall=ratio, **score,
+                settings=dict(train=recipe_settings(cfg), sample=sampling))
 
 
-def reference_rows(name: str, seed: int, budgets: list[float], n: int, threads: int, fresh: torch.Tensor) -> list[dict]:
+def reference_rows(name: str, seed: int, budgets: list[float], n: int, threads: int, fresh: torch.Tensor,
+                   draws: int = 1) -> list[dict]:
     """The loop a diffusers user writes: add_noise, MSE on eps, AdamW; then scheduler.step 1000 times."""
     cfg = resolved(name, seed, threads)
     data = BUILTIN[name](cfg.n_data, seed)
@@ -195,10 +214,8 @@ def reference_rows(name: str, seed: int, budgets: list[float], n: int, threads: 
     rows = []
     for budget, steps, ratio, state in snapshots:
         net.load_state_dict(state)
-        t0 = time.perf_counter()
-        x = diffusers_sample(net, sched, REF_STEPS, n, seed)
-        rows.append(dict(arm="reference", budget=budget, steps=steps, cpu_wall=ratio, sw2=sliced_w2(x, fresh),
-                         sample_s=time.perf_counter() - t0, settings=settings))
+        score = scored(lambda s: diffusers_sample(net, sched, REF_STEPS, n, s), sampling_seeds(seed, draws), fresh)
+        rows.append(dict(arm="reference", budget=budget, steps=steps, cpu_wall=ratio, **score, settings=settings))
     return rows
 
 
@@ -229,11 +246,13 @@ def run(args) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 for b in args.budgets:
                     if "gaussdiff" in args.arms:
-                        rows.append(dict(gaussdiff_row(name, seed, b, args.n, args.threads, fresh, tmp), budget=b))
+                        rows.append(dict(gaussdiff_row(name, seed, b, args.n, args.threads, fresh, tmp,
+                                                       args.sample_seeds), budget=b))
                     if "recipe" in args.arms:
-                        rows.append(dict(recipe_row(name, seed, b, args.n, args.threads, fresh), budget=b))
+                        rows.append(dict(recipe_row(name, seed, b, args.n, args.threads, fresh, args.sample_seeds),
+                                         budget=b))
             if "reference" in args.arms:
-                rows += reference_rows(name, seed, args.budgets, args.n, args.threads, fresh)
+                rows += reference_rows(name, seed, args.budgets, args.n, args.threads, fresh, args.sample_seeds)
             with open(out, "a") as f:
                 for row in rows:
                     line = json.dumps(prov.stamp(common | row))
@@ -297,6 +316,8 @@ def main() -> None:
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="the arms to run")
     p.add_argument("--n", type=int, default=10_000, help="samples compared with fresh data")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sample-seeds", type=int, default=1,
+                   help="sampling draws per trained model (seed, seed + 1000, ...); sw2 is their mean")
     p.add_argument("--out", default="benchmarks/results/time_to_quality.jsonl")
     p.add_argument("--report", metavar="JSONL", help="print the table of a results file and exit")
     args = p.parse_args()
