@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gaussdiff.cli import main
+from gaussdiff.data import load_dataset
 from gaussdiff.data.split import split_rows
 from gaussdiff.saved import load_model
 
@@ -133,3 +134,15 @@ def test_a_text_label_column_gives_named_classes(tmp_path):
     x = np.array([float(r[0]) for r in read_rows(out)[1:]])
     # red rows have x ~ N(3, 1), the others N(0, 1): the class must move the mean far past the midpoint 1.5
     assert x.mean() > 1.5
+
+
+def test_a_label_column_of_numbers_and_text_orders_its_classes_like_categories(tmp_path):
+    """Classes are a label column's distinct cells, numbers by value (3 and 3.0 are one class) then text, as the
+    categories of a categorical column are ordered."""
+    path = tmp_path / "t.csv"
+    labels = ["b", "10", "3.0", "a", "3", "2"] * 10
+    rng = np.random.default_rng(1)
+    path.write_text("v,label\n" + "".join(f"{rng.normal():.3f},{c}\n" for c in labels))
+    data = load_dataset(str(path), class_conditional=True, label_column="label")
+    assert data.classes == ["2", "3", "10", "a", "b"]
+    assert [data.classes[i] for i in data.labels[:6]] == ["b", "10", "3", "a", "3", "2"]

@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 
 from ..atomic import content_sha256
-from ..errors import InputError
 from ..columns import Table
+from ..errors import InputError
 from ..transforms import Pixels, Standardize
 from . import digits
 from .files import csv_header, load_array, split_label_column
 from .images import is_image_source, read_images
 from .split import heldout_seed, split_rows
-from .tables import _key as category_key, check_header, encode, infer_schema, is_missing, parse_number, pop_column, \
+from .tables import categories_of, check_header, encode, infer_schema, is_missing, parse_number, pop_column, \
     read_schema, read_table
 from .toys import BUILTIN, CLASSES, check_count_and_seed, labeled
 
@@ -188,7 +188,7 @@ def _classes(values: list[str], column: str, path: Path) -> tuple[torch.Tensor, 
         raise InputError(f"{path}: label column {column!r} holds non-integer values (e.g. {fractional!r}); class "
                          "labels must be integers or text")
     names = [v.strip() if x is None or x != round(x) else str(int(x)) for v, x in zip(values, numbers)]
-    classes = sorted(set(names), key=category_key)
+    classes = categories_of(names)
     index = {name: i for i, name in enumerate(classes)}
     return torch.tensor([index[v] for v in names], dtype=torch.long), classes
 

@@ -217,6 +217,12 @@ def _observed(raw: RawTable, j: int) -> list[tuple[int, str]]:
     return cells
 
 
+def categories_of(cells: list[str]) -> list[str]:
+    """The distinct values of ``cells`` in a categorical column's order: the text each first appears as (1 and 1.0
+    are one), numbers by value, then text."""
+    return _distinct(cells, [_key(cell) for cell in cells])
+
+
 def _distinct(cells: list[str], keys: list) -> list[str]:
     """The text each distinct key first appears as, in the keys' order (:func:`_order`)."""
     first: dict = {}
