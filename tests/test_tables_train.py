@@ -38,9 +38,10 @@ def read_rows(path):
         return list(csv.reader(f))
 
 
-def train(tmp_path, data, *extra, name="run"):
-    run = tmp_path / name
-    code = main(["train", "--data", str(data), "--out", str(run), "--steps", "400", "--threads", "1",
+def train(tmp_path, data, *extra, steps=400):
+    """A run on ``data`` of ``steps`` steps (400: enough for the sample shares these tests check)."""
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--out", str(run), "--steps", str(steps), "--threads", "1",
                  "--eval-every", "0", *extra])
     assert code == 0
     return run
@@ -74,7 +75,7 @@ def test_a_table_trains_with_inferred_kinds_and_samples_its_own_cells(tmp_path):
 
 def test_gaps_are_trained_around_without_dropping_rows(tmp_path):
     data = write_table(tmp_path / "gaps.csv", gaps=0.2)
-    run = train(tmp_path, data, "--holdout", "0")
+    run = train(tmp_path, data, "--holdout", "0", steps=100)
     config = json.loads((run / "config.json").read_text())
     assert "400 rows" in config["data_description"] and "missing cells" in config["data_description"]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -89,7 +90,7 @@ def test_a_schema_file_overrides_the_inferred_kinds(tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"columns": [{"name": "count", "kind": "continuous"},
                                               {"name": "income", "kind": "positive"}]}))
-    run = train(tmp_path, data, "--schema", str(schema))
+    run = train(tmp_path, data, "--schema", str(schema), steps=10)
     kinds = {c["name"]: c["kind"] for c in json.loads((run / "columns.json").read_text())["columns"]}
     assert kinds == {"x": "continuous", "color": "categorical", "count": "continuous", "income": "positive",
                      "country": "constant"}
@@ -111,7 +112,7 @@ def test_a_schema_naming_unknown_columns_or_kinds_is_refused(tmp_path, capsys, c
 
 def test_elbo_of_a_table_evaluates_its_complete_held_out_rows_and_says_what_its_density_covers(tmp_path, capsys):
     data = write_table(tmp_path / "gaps.csv", gaps=0.05)
-    run = train(tmp_path, data, "--holdout", "0.25")
+    run = train(tmp_path, data, "--holdout", "0.25", steps=50)
     capsys.readouterr()
     assert main(["elbo", str(run), "--estimate", "importance", "--draws", "20"]) == 0
     out = capsys.readouterr().out
