@@ -38,17 +38,19 @@ def read_rows(path):
         return list(csv.reader(f))
 
 
-def train(tmp_path, data, *extra, steps=400):
-    """A run on ``data`` of ``steps`` steps (400: enough for the sample shares these tests check)."""
+def train(tmp_path, data, *extra, steps=400, pictures=False):
+    """A run on ``data`` of ``steps`` steps (400: enough for the sample shares these tests check), its pictures
+    drawn only if asked."""
     run = tmp_path / "run"
     code = main(["train", "--data", str(data), "--out", str(run), "--steps", str(steps), "--threads", "1",
-                 "--eval-every", "0", *extra])
+                 "--eval-every", "0", *extra, *([] if pictures else ["--no-pictures"])])
     assert code == 0
     return run
 
 
 def test_a_table_trains_with_inferred_kinds_and_samples_its_own_cells(tmp_path):
-    run = train(tmp_path, write_table(tmp_path / "t.csv"))
+    run = train(tmp_path, write_table(tmp_path / "t.csv"), pictures=True)
+    assert all((run / "pictures" / name).is_file() for name in ("samples.png", "chain.png"))  # pair plot, entries
     schema = json.loads((run / "columns.json").read_text())
     kinds = {c["name"]: c for c in schema["columns"]}
     assert [c["name"] for c in schema["columns"]] == HEADER
