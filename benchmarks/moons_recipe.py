@@ -44,7 +44,7 @@ from gaussdiff.train import TrainConfig, train
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock import Clock  # noqa: E402
 from provenance import Provenance, commit_line, run_settings  # noqa: E402
-from time_to_quality import floor  # noqa: E402
+from time_to_quality import floor, sampling_seeds  # noqa: E402
 
 DATA = "moons"
 ARMS = {"baseline": {}, "fresh": {"n_data": None},  # None: steps x batch size
@@ -125,8 +125,7 @@ def rows_for(arm: str, seed: int, steps: int, samplers: list[str], args, runs: P
                   data_shape=moon_shape(fresh), **facts)
     for spec in samplers:
         kw = None if model is None else parse_sampler(spec)
-        for k in range(args.sample_seeds):
-            sample_seed = seed + 1000 * k  # the first is time_to_quality's
+        for sample_seed in sampling_seeds(seed, args.sample_seeds):  # the first is time_to_quality's
             t0 = time.perf_counter()
             with torch.no_grad():
                 x = exact_moons(args.n, sample_seed) if model is None else generate(

@@ -118,6 +118,11 @@ class _Column:
     def __init__(self, spec: ColumnSpec):
         self.spec = spec
 
+    @classmethod
+    def fit(cls, spec: ColumnSpec, x: torch.Tensor) -> _Column:
+        """The column's map fitted on its observed codes x; a map with no fitted numbers needs only the spec."""
+        return cls(spec)
+
     def to_dict(self) -> dict:
         """The spec's fields that are set, then the fitted numbers: plain JSON."""
         spec = {k: v for k, v in asdict(self.spec).items() if v is not None}
@@ -302,10 +307,6 @@ class _Categorical(_Column):
         super().__init__(spec)
         self.width = len(spec.categories)
 
-    @classmethod
-    def fit(cls, spec, x):
-        return cls(spec)
-
     def forward(self, x):
         return 2 * torch.nn.functional.one_hot(x.long(), self.width).to(x.dtype) - 1
 
@@ -322,10 +323,6 @@ class _Constant(_Column):
     def __init__(self, spec):
         super().__init__(spec)
         self.code = constant_code(spec.value)
-
-    @classmethod
-    def fit(cls, spec, x):
-        return cls(spec)
 
     def forward(self, x):
         return x.new_zeros((len(x), 0))

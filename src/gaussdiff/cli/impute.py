@@ -18,14 +18,13 @@ import torch
 from tqdm import tqdm
 
 from ..data.files import _one_line, check_output_path, csv_header, fits_float32, read_npy, save_array
-from ..data.tables import check_header, decode, encode, is_missing, parse_number, pop_column, read_table, write_table
+from ..data.tables import check_header, encode, is_missing, parse_number, pop_column, read_table, write_table
 from ..errors import InputError
 from ..imputation import DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC, column_layout, impute_with
-from ..samplers.known import METHODS, default_steps, known_nfe
-from ..samplers.repaint import JUMP_LENGTH, JUMP_N_SAMPLE
+from ..samplers.known import default_steps, known_nfe
 from .common import HelpFormatter, conditioning_note, label_column, positive
-from .inpaint import METHOD_HELP
-from .sampling_args import add_model_arguments, add_output_arguments, add_sampler_arguments, prepare
+from .inpaint import add_known_value_arguments
+from .sampling_args import add_model_arguments, add_output_arguments, prepare
 
 
 def add_parser(sub) -> None:
@@ -52,11 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("--intervals-out", default=None,
                    help="where --intervals go, a .csv of row, column, value, lower, upper (default: beside --out, "
                         "STEM.intervals.csv)")
-    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=METHOD_HELP)
-    add_sampler_arguments(p, "250 for repaint (the paper's), else min(100, T)")
-    p.add_argument("--jump-length", type=int, default=JUMP_LENGTH, help="repaint: steps walked back up per jump (j)")
-    p.add_argument("--jump-count", type=int, default=JUMP_N_SAMPLE,
-                   help="repaint: passes over each jump's stretch of the chain (r; 1: no resampling)")
+    add_known_value_arguments(p, DEFAULT_METHOD)
     # no --class or guidance: a class-conditional model imputes each row given the class in its label column
     p.set_defaults(classes=None, guidance=None, guidance_interval=None, guidance_interval_unit="sigma",
                    guidance_rescale=0.0)
@@ -198,7 +193,7 @@ def cell_text(model, codes: torch.Tensor, dtype) -> list[list[str]]:
     """Rows of text of (N, C) values in the data's units: a table's decoded cells (``data.tables.decode``), a vector
     model's numbers in the shortest text of ``dtype``; "" where a value is NaN."""
     if model.table is not None:
-        return decode(codes.numpy(), model.table.specs)
+        return model.row_text(codes.numpy())
     text = codes.numpy().astype(dtype).astype(str)
     text[np.isnan(codes.numpy())] = ""
     return text.tolist()

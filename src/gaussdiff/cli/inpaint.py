@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..data.inputs import read_mask, read_samples
 from ..errors import InputError
 from ..outputs import check_target, write_samples
-from ..samplers.known import METHODS, default_steps, known_nfe, sample_known
+from ..samplers.known import DEFAULT_METHOD, METHODS, default_steps, known_nfe, sample_known
 from ..samplers.repaint import JUMP_LENGTH, JUMP_N_SAMPLE
 from ..sampling import finite
 from .common import HelpFormatter, positive
@@ -40,13 +40,19 @@ def add_parser(sub) -> None:
                    help="1 = KNOWN, 0 = to fill: a black (fill) and white (known) image at the model's size, or a "
                         ".npy/.csv of 0 and 1 in the sample's shape, one for all or one per sample")
     add_output_arguments(p, "as for gaussdiff sample: .png grid, .npy, folder DIR/, .csv")
-    p.add_argument("--method", choices=METHODS, default="repaint", help=METHOD_HELP)
     p.add_argument("-n", "--num-samples", type=int, default=1, help="completions per input (one row each in a grid)")
+    add_known_value_arguments(p)
+    add_class_arguments(p)
+
+
+def add_known_value_arguments(p, method: str = DEFAULT_METHOD) -> None:
+    """--method (default ``method``), the sampler's options and RePaint's jumps: how a command with known values
+    draws the rest."""
+    p.add_argument("--method", choices=METHODS, default=method, help=METHOD_HELP)
     add_sampler_arguments(p, "250 for repaint (the paper's), else min(100, T)")
     p.add_argument("--jump-length", type=int, default=JUMP_LENGTH, help="repaint: steps walked back up per jump (j)")
     p.add_argument("--jump-count", type=int, default=JUMP_N_SAMPLE,
                    help="repaint: passes over each jump's stretch of the chain (r; 1: no resampling)")
-    add_class_arguments(p)
 
 
 def _inputs(args, model) -> tuple[torch.Tensor, torch.Tensor]:

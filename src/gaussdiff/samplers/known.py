@@ -30,6 +30,7 @@ from .noise import noise_source, normal_noise
 from .repaint import JUMP_LENGTH, JUMP_N_SAMPLE, STEPS as REPAINT_STEPS, repaint, repaint_nfe
 
 METHODS = ("replace_x0", "replace_xt", "repaint")
+DEFAULT_METHOD = "repaint"
 
 
 def check_known(mask: torch.Tensor, x_known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +112,7 @@ def known_nfe(method: str, sampler: str, steps: int, jump_length: int = JUMP_LEN
 
 
 def sample_known(denoiser: Denoiser | ReverseModel, x_known: torch.Tensor, mask: torch.Tensor,
-                 schedule: NoiseSchedule, *, method: str = "repaint", sampler: str = DEFAULT_SAMPLER,
+                 schedule: NoiseSchedule, *, method: str = DEFAULT_METHOD, sampler: str = DEFAULT_SAMPLER,
                  steps: int | None = None, spacing: str = DEFAULT_SPACING, grid_options: dict | None = None,
                  seed: int | None = None, start: int = 0, generator: torch.Generator | None = None,
                  jump_length: int = JUMP_LENGTH, jump_n_sample: int = JUMP_N_SAMPLE, callback=None,
