@@ -12,7 +12,7 @@ from ..report import make_pictures, pictures_apply
 from ..saved import load_model
 from ..errors import InputError
 from ..train import TrainConfig, resolve, train
-from ..train.config import DATA_DEFAULTS, TYPES
+from ..train.config import DATA_DEFAULTS, TABLE_DEFAULTS, TYPES
 from ..train.distributed import launched_rank
 from .common import HelpFormatter
 
@@ -66,6 +66,8 @@ TRAIN_HELP = {
                   "rows, at the same fixed t and noise) in metrics.jsonl and on the progress bar; also at the end "
                   "(0: none)",
     "eval_size": "draws each held-out loss averages (a set of fewer samples is cycled through at other t and noise)",
+    "early_stopping": "stop once this many held-out losses in a row are above the lowest so far, and keep the "
+                      "weights of the lowest as the model (None: 10 for tables with held-out rows, else 0; 0: off)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",
@@ -90,8 +92,7 @@ def add_parser(sub) -> None:
                    help="continue the run folder RUN exactly from its last readable checkpoint")
     # Defaults are SUPPRESSed so that only the flags a user gives override the config file or the resumed run.
     for f in dataclasses.fields(TrainConfig):
-        default = f"{DATA_DEFAULTS[f.name][0]} for vectors, {DATA_DEFAULTS[f.name][1]} for images" \
-            if f.name in DATA_DEFAULTS else f.default
+        default = data_default(f.name) if f.name in DATA_DEFAULTS else f.default
         name, text = f"--{f.name.replace('_', '-')}", f"{TRAIN_HELP[f.name]} (default: {default})"
         if str(f.type) == "bool":
             p.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=TRAIN_HELP[f.name])
@@ -107,6 +108,12 @@ def add_parser(sub) -> None:
             p.add_argument(name, type=TYPES[str(f.type)][0], default=argparse.SUPPRESS, help=text)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures at the end")
+
+
+def data_default(name: str) -> str:
+    vectors, images = DATA_DEFAULTS[name]
+    table = f"{TABLE_DEFAULTS[name]} for tables, " if name in TABLE_DEFAULTS else ""
+    return f"{table}{vectors} for {'other ' if table else ''}vectors, {images} for images"
 
 
 def thread_count(text: str) -> int | str:

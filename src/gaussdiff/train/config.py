@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from ..data import BUILTIN, IMAGE_BUILTIN, check_seed
+from ..data.dataset import is_table_file
 from ..data.images import is_image_source
 from ..diffusers_config import read_scheduler_config
 from ..errors import InputError, check_memory
@@ -71,6 +72,8 @@ class TrainConfig:
     holdout: float | None = None  # files: the share of rows kept out of training (None: 0.1); built-ins: None
     eval_every: int | None = None  # steps between held-out losses in metrics.jsonl (None: by data; 0: none)
     eval_size: int | None = None  # samples each held-out loss is estimated on (None: by data)
+    early_stopping: int | None = None  # held-out losses without a new low before training stops, the model keeping
+    # the weights of the lowest (None: by data, PATIENCE for a table with held-out rows, else 0: off)
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
     compile: bool = False  # torch.compile the network
@@ -86,10 +89,10 @@ class TrainConfig:
             self.steps = 5000
         if self.out is None:
             self.out = str(Path("runs") / (Path(self.data).stem or "data"))
-        images = is_image_data(self.data)
+        images, table = is_image_data(self.data), is_table_file(self.data)
         for name, by_kind in DATA_DEFAULTS.items():
             if getattr(self, name) is None:
-                setattr(self, name, by_kind[images])
+                setattr(self, name, TABLE_DEFAULTS.get(name, by_kind[images]) if table else by_kind[images])
         positive = ["n_data", "batch_size", "grad_accum", "num_train_timesteps", "width", "depth", "emb_dim",
                     "log_every", "checkpoint_every", "keep_checkpoints"] + [
                         k for k in ("steps", "image_size") if getattr(self, k) is not None]
@@ -120,6 +123,7 @@ class TrainConfig:
         if self.eval_every < 0 or self.eval_size < 1:
             raise InputError(f"eval-every must be >= 0 (0: no held-out loss) and eval-size positive, got "
                              f"{self.eval_every} and {self.eval_size}")
+        self.early_stopping = check_early_stopping(self.early_stopping, table, self.holdout, self.eval_every)
         if self.preview_every < 0:
             raise InputError(f"preview-every must be >= 0 (0: no previews), got {self.preview_every}")
         if self.preview_every and not images:
@@ -145,6 +149,10 @@ class TrainConfig:
 DATA_DEFAULTS = {"batch_size": (1024, 64), "lr": (3e-3, 2e-3), "preview_every": (0, 1000), "eval_every": (500, 250),
                  "eval_size": (1000, 256)}
 HOLDOUT = 0.1  # the default share of a file's rows kept out of training
+# A table (a few hundred rows, full batches) over-fits within a few hundred steps (issue 13's stopping probe): its
+# held-out loss is watched every 100 steps and training stops PATIENCE evaluations after its lowest.
+TABLE_DEFAULTS = {"eval_every": 100}
+PATIENCE = 10
 
 
 def check_holdout(data: str, holdout: float | None) -> float | None:
@@ -159,6 +167,18 @@ def check_holdout(data: str, holdout: float | None) -> float | None:
     if not 0 <= holdout < 1:
         raise InputError(f"holdout must lie in [0, 1) (0: train on every row), got {holdout}")
     return holdout
+
+
+def check_early_stopping(patience: int | None, table: bool, holdout: float | None, eval_every: int) -> int:
+    """The resolved patience (0: off); stopping early needs held-out data and their loss."""
+    if patience is None:
+        return PATIENCE if table and holdout and eval_every else 0
+    if patience < 0:
+        raise InputError(f"early-stopping must be >= 0 (0: off), got {patience}")
+    if patience and (holdout == 0 or not eval_every):
+        raise InputError("early-stopping watches the held-out loss: it needs held-out rows (--holdout > 0) and "
+                         "--eval-every > 0")
+    return patience
 
 
 def is_image_data(data: str) -> bool:

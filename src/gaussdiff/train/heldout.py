@@ -16,6 +16,7 @@ Nothing here draws from the training streams (the batches' (seed, step) generato
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -75,3 +76,45 @@ class HeldOutLoss:
             loss = self.objective(model, batch.x[part], t=self.t[part], eps=self.eps[part], mask=mask, **cond)[0]
             total += loss.double().sum().item()
         return total / len(self.t)
+
+
+class EarlyStopping:
+    """Stop when the held-out loss has not improved for ``patience`` evaluations (``every`` steps apart), and export
+    the weights it was lowest at (Keras's ``EarlyStopping(restore_best_weights=True)``): on a small table the loss
+    turns up after a few hundred full-batch steps, and the weights past it copy training rows (issue 13's probe).
+    The best weights (EMA and online) are kept in memory and in each checkpoint (key ``early_stopping``), so a
+    resumed run stops where a whole one does."""
+
+    KEY = "early_stopping"
+
+    def __init__(self, patience: int, every: int):
+        self.patience, self.every = patience, every
+        self.step: int | None = None
+        self.loss = math.inf
+        self.weights: dict | None = None  # {"ema": state dict, "model": state dict} at self.step
+
+    def update(self, step: int, loss: float, ema: torch.nn.Module, model: torch.nn.Module) -> None:
+        if loss < self.loss:
+            self.step, self.loss = step, loss
+            self.weights = {"ema": _copy(ema.state_dict()), "model": _copy(model.state_dict())}
+
+    def done(self, step: int) -> bool:
+        return self.step is not None and step - self.step >= self.patience * self.every
+
+    def line(self, step: int) -> str:
+        stopped = f"stopped early at step {step:,}: " if self.done(step) else ""
+        return (f"{stopped}the held-out loss was lowest at step {self.step:,} ({self.loss:.4f}); the model holds the "
+                f"weights of that step")
+
+    def state_dict(self) -> dict:
+        return {self.KEY: {"step": self.step, "loss": self.loss, "weights": self.weights}} \
+            if self.step is not None else {}
+
+    def load_state(self, state: dict) -> None:
+        saved = state.get(self.KEY)
+        if saved is not None:
+            self.step, self.loss, self.weights = saved["step"], saved["loss"], saved["weights"]
+
+
+def _copy(state: dict) -> dict:
+    return {k: v.detach().clone() for k, v in state.items()}

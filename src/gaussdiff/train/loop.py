@@ -38,7 +38,7 @@ from .batches import GlobalBatches
 from .config import TrainConfig, read_run_config
 from .folder import (DATA_HASH, RunLock, check_run_folder, check_same_data, last_checkpoint, load_latest_checkpoint,
                      prepare_run, remove_leftovers, save_checkpoint, truncate_metrics)
-from .heldout import HeldOutLoss, training_and_heldout
+from .heldout import KEYS, EarlyStopping, HeldOutLoss, training_and_heldout
 from .logs import MetricsLog, tensorboard_writer
 from .preview import write_preview
 from .threads import SpeedMeter, ThreadChoice, available_cores, probe_seconds, probe_threads
@@ -144,15 +144,15 @@ class Learner:
         if self.t_sampler is not None and "t_sampler" in state:  # absent: importance sampling switched on now
             self.t_sampler.load_state_dict(state["t_sampler"])
 
-    def restore(self, run: Path, device: torch.device) -> tuple[int, float]:
-        """Load the newest readable checkpoint; returns (step, elapsed seconds)."""
+    def restore(self, run: Path, device: torch.device) -> tuple[int, float, dict]:
+        """Load the newest readable checkpoint; returns (step, elapsed seconds, the checkpoint's state)."""
         path, state = load_latest_checkpoint(run, device)
         try:
             self.load_state(state)
         except (RuntimeError, ValueError, KeyError) as e:
             raise InputError(f"{path} does not match the model of {run / 'config.json'}: "
                              f"{' '.join(str(e).split())[:200]}") from None
-        return state["step"], state["elapsed_s"]
+        return state["step"], state["elapsed_s"], state
 
 
 def auto_threads(cfg: TrainConfig, procs: distributed.Processes, run: Path, resume: bool,
@@ -240,7 +240,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         run = claim_run_folder(cfg, procs, overwrite, resume, stack, data_hash)
         learner = Learner.create(cfg, network, T, device)
         model = learner.model
-        step, elapsed = learner.restore(run, device) if resume else (0, 0.0)
+        step, elapsed, restored = learner.restore(run, device) if resume else (0, 0.0, {})
+        stopper = EarlyStopping(cfg.early_stopping, cfg.eval_every) if cfg.early_stopping and procs.main else None
+        if stopper:
+            stopper.load_state(restored)
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
         net = DistributedDataParallel(model) if procs.world > 1 else model
         forward = torch.compile(net) if cfg.compile else net
@@ -323,7 +326,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                               cfg.variance_type, conditioning, *written_as)
 
         def checkpoint() -> Path | None:
-            state = learner.state_dict(step, time.perf_counter() - start)
+            state = learner.state_dict(step, time.perf_counter() - start) | (stopper.state_dict() if stopper else {})
             return save_checkpoint(run, step, state, cfg.keep_checkpoints) if procs.main else None
 
         signals = stack.enter_context(StopSignals())
@@ -336,7 +339,8 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         meter = SpeedMeter(step)
         last_log, shown = (time.perf_counter(), step), {}
         used = budget_used(cfg, step, time.perf_counter() - start)
-        while used < 1:  # each step ends by updating ``used``, so the last one knows it is the last
+        stopped = cfg.early_stopping and distributed.any_rank(procs, bool(stopper and stopper.done(step)))
+        while used < 1 and not stopped:  # each step ends by updating ``used``, so the last one knows it is the last
             lr = cfg.lr * lr_factor(cfg, step, used)
             grad_norm = take_step(learner, net, forward, log, step, lr)
             step += 1
@@ -348,6 +352,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             evaluating = cfg.eval_every and (step % cfg.eval_every == 0 or used >= 1)  # and at the end
             if step % cfg.log_every == 0 or evaluating or used >= 1:
                 scores = held_out(learner.ema.ema_model) if evaluating and held_out else {}
+                if stopper and scores:
+                    stopper.update(step, scores[KEYS["heldout"]], learner.ema, model)
+                if evaluating and cfg.early_stopping:  # decided on the main process, followed by every rank
+                    stopped = distributed.any_rank(procs, bool(stopper and stopper.done(step)))
                 row = log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start, scores)
                 last_log = (now, step)
                 shown |= dict(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.0f}")
@@ -364,14 +372,19 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                 raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {path}; "
                                   f"continue with: gaussdiff train --resume {run}", signum)
         speed = meter.speed(step, torch.get_num_threads(), cfg.steps, cfg.time_budget,
-                            "images" if len(data.sample_shape) > 1 else "vectors")
+                            "images" if len(data.sample_shape) > 1 else "vectors", bool(stopped))
         if step % cfg.checkpoint_every:  # the end of the budget: a run can be continued from where it stopped
             checkpoint()
+        if stopper and stopper.weights:  # the exported model: the weights of the lowest held-out loss
+            learner.ema.load_state_dict(stopper.weights["ema"])
+            model.load_state_dict(stopper.weights["model"])
         if procs.main:
             check_finite_weights({"EMA": learner.ema.ema_model, "online": model}, run)
             exported().save(run / "model", online=model)
     if procs.main:  # after the progress bar closed
         print(speed.line(), flush=True)
+        if stopper and stopper.weights:
+            print(stopper.line(step), flush=True)
         for warning in speed.warnings():
             warnings.warn(warning, stacklevel=3)
     return run

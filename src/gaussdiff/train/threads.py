@@ -123,21 +123,22 @@ class SpeedMeter:
             self.early = (step - self.first[1]) / (now - self.first[0])
 
     def speed(self, step: int, threads: int, step_budget: int | None, time_budget: float | None,
-              kind: str) -> "RunSpeed":
-        """The speed of the run that ended at ``step`` (``kind``: vectors or images, for MIN_STEPS)."""
+              kind: str, stopped_early: bool = False) -> "RunSpeed":
+        """The speed of the run that ended at ``step`` (``kind``: vectors or images, for MIN_STEPS;
+        ``stopped_early``: by its held-out loss, before its budgets)."""
         now = self.clock()
         late = None
         if self.first is not None and now > self.first[0]:
             late = (step - self.first[1]) / (now - self.first[0])
         return RunSpeed(step - self.start_step, step, now - self.start, threads, step_budget, time_budget, self.early,
-                        late, MIN_STEPS[kind])
+                        late, MIN_STEPS[kind], stopped_early)
 
 
 @dataclass(frozen=True)
 class RunSpeed:
     """What a run did: ``steps`` in ``seconds`` (this session; ``total_steps`` over resumes) on ``threads``, under
     its budgets; the steps/s of its first EARLY_SECONDS (None: it was shorter) and of all but its first step; the
-    fewest steps a time budget should give its model."""
+    fewest steps a time budget should give its model; whether early stopping ended it."""
 
     steps: int
     total_steps: int
@@ -148,6 +149,7 @@ class RunSpeed:
     early_rate: float | None
     late_rate: float | None
     min_steps: int
+    stopped_early: bool = False
 
     @property
     def rate(self) -> float:
@@ -155,7 +157,8 @@ class RunSpeed:
 
     @property
     def stopped_by_time(self) -> bool:
-        return self.time_budget is not None and (self.step_budget is None or self.total_steps < self.step_budget)
+        return self.time_budget is not None and not self.stopped_early and \
+            (self.step_budget is None or self.total_steps < self.step_budget)
 
     def line(self) -> str:
         resumed = f" (to step {self.total_steps:,})" if self.total_steps != self.steps else ""
