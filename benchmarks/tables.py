@@ -12,7 +12,8 @@ Parts, for each table and seed (0, 1, 2 by default):
   mean, KNNImputer(5), IterativeImputer() (BayesianRidge) and IterativeImputer(ExtraTreesRegressor(100)) (MissForest
   stand-in), each on the columns standardized by their observed cells (``table_baselines.standardized``), and of
   gaussdiff: trained (Python API, as ``gaussdiff train``) on the gapped table written as a CSV with a header,
-  ``--budget`` seconds on ``--threads`` threads, no held-out rows (holdout 0: it sees what the baselines see), then
+  at most ``--budget`` seconds on ``--threads`` threads with the tool's defaults for a table (10 % of its rows held
+  out from training, early stopping on their loss; the baselines fit every row), then
   ``gaussdiff.imputation.impute`` with max(--draws) draws; scored on its point estimate (the mean of its first K
   draws, K = the tool's default, DEFAULT_DRAWS; the mode for a categorical column), with the error at each K of
   --draws and of one draw (the mean over draws of a single draw's z-RMSE) beside it. CPU (process) and wall seconds
@@ -208,7 +209,7 @@ def trained_run(table: Table, values: np.ndarray, tag: str, seed: int, args) -> 
     ``values`` written as a CSV under --work, or the run a previous call left there for the same data and settings."""
     folder = Path(args.work) / f"{table.name}-seed{seed}-{tag}"
     csv, record = folder / "data.csv", folder / "bench.json"
-    settings = dict(time_budget=args.budget, threads=args.threads, seed=seed, holdout=0.0, **args.train)
+    settings = dict(time_budget=args.budget, threads=args.threads, seed=seed, **args.train)
     data_sha = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
     if record.exists():
         saved = json.loads(record.read_text())
