@@ -247,6 +247,30 @@ def test_a_class_conditional_model_imputes_each_row_given_its_class(tmp_path, ca
                        needle)
 
 
+def test_number_labels_name_their_classes_as_training_did(tmp_path):
+    """Training names a label cell "3.0" class "3" (dataset.class_name); a file to impute whose labels read "3.0"
+    (or " 3") must find class "3", and complete its rows exactly as the file that reads "3" does (same seed)."""
+    raw = read_table(write_csv(tmp_path / "train.csv", [HEADER, *table_rows(50, seed=0)]))
+    specs = infer_schema(raw)
+    table = Table.fit(torch.from_numpy(encode(raw, specs)), specs)
+    run = tmp_path / "run"
+    run.mkdir()
+    SavedModel(MLP(table.sample_shape[0], T, width=16, depth=1, emb_dim=8, num_classes=2),
+               make_schedule("linear", T), "epsilon", table, "test",
+               conditioning=class_conditioning(["1", "3"], 0.1)).save(run / "model")
+    (run / "config.json").write_text(json.dumps({"data": str(tmp_path / "train.csv"), "label_column": "group"}))
+    rows = table_rows(4, seed=3)
+    for row in rows:
+        row[0] = ""
+    filled = []
+    for label in ("3", "3.0", " 3"):
+        data = write_csv(tmp_path / "gaps.csv", [["group", *HEADER], *[[label, *row] for row in rows]])
+        out = tmp_path / f"out{len(filled)}.csv"
+        assert main(["impute", str(run), "--data", str(data), "--out", str(out), *FAST]) == 0
+        filled.append([r[1:] for r in read_csv(out)])  # the label cell is copied as written
+    assert filled[0] == filled[1] == filled[2]
+
+
 def test_the_python_api_imputes_codes_as_the_command_does(runs, gaps, tmp_path):
     """``gaussdiff.imputation.impute(model, codes)`` fills the codes' NaN with what ``gaussdiff impute`` writes (the
     same settings), keeps the observed codes exactly, and gives intervals of the missing numeric cells only."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.dataset import class_name
 from ..data.files import _one_line, check_output_path, csv_header, fits_float32, read_npy, save_array
 from ..data.tables import check_header, encode, is_missing, parse_number, pop_column, read_table, write_table
 from ..errors import InputError
@@ -105,11 +106,12 @@ def _classes(values: list[str], lines: list[int], column: str, model, path) -> t
         raise InputError(f"{path}: line {lines[gap]}: the label column {column!r} is empty; a class-conditional "
                          "model imputes each row given its class")
     known = {name: i for i, name in enumerate(model.classes)}
-    unknown = next((i for i, v in enumerate(values) if v not in known), None)
+    names = [class_name(v) for v in values]  # as training named them: "3.0" is class "3"
+    unknown = next((i for i, v in enumerate(names) if v not in known), None)
     if unknown is not None:
         raise InputError(f"{path}: line {lines[unknown]}: class {values[unknown][:40]!r} of column {column!r} is not "
                          f"one the model was trained on ({', '.join(model.classes[:20])})")
-    return torch.tensor([known[v] for v in values], dtype=torch.long)
+    return torch.tensor([known[v] for v in names], dtype=torch.long)
 
 
 def _vector_rows(path: Path, model) -> Rows:

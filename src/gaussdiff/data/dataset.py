@@ -187,10 +187,17 @@ def _classes(values: list[str], column: str, path: Path) -> tuple[torch.Tensor, 
     if fractional is not None and all(x is not None for x in numbers):
         raise InputError(f"{path}: label column {column!r} holds non-integer values (e.g. {fractional!r}); class "
                          "labels must be integers or text")
-    names = [v.strip() if x is None or x != round(x) else str(int(x)) for v, x in zip(values, numbers)]
+    names = [class_name(v) for v in values]
     classes = categories_of(names)
     index = {name: i for i, name in enumerate(classes)}
     return torch.tensor([index[v] for v in names], dtype=torch.long), classes
+
+
+def class_name(cell: str) -> str:
+    """A label cell as the name of its class: a whole number as its integer ("3.0" and "3" are class "3"), text
+    stripped."""
+    x = parse_number(cell)
+    return str(int(x)) if x is not None and x == round(x) else cell.strip()
 
 
 def _table(path: Path, schema: str | None, label_column: str | None, conditional: bool) -> Dataset:
