@@ -26,6 +26,11 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def one_line(error: Exception) -> str:
+    """The text of an exception (or its type's name) with whitespace runs collapsed, for a one-line message."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def check_int(name: str, value, low: int, high: int | None = None) -> int:
     """``value`` as an int; InputError unless it is an integer (not a bool) in [low, high] (no upper end: None)."""
     is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.dataset import class_name
-from ..data.files import _one_line, check_output_path, csv_header, fits_float32, read_npy, save_array
+from ..data.files import check_output_path, csv_lines, fits_float32, read_npy, save_array
 from ..data.tables import check_header, encode, is_missing, parse_number, pop_column, read_table, write_table
 from ..errors import InputError
 from ..imputation import DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC, column_layout, impute_with
@@ -126,15 +126,9 @@ def _vector_rows(path: Path, model) -> Rows:
         return Rows(x, None, model.columns, list(range(D)), [f"row {i}" for i in range(len(x))])
     if path.suffix.lower() != ".csv":
         raise InputError(f"{path}: a vector model imputes the rows of a .npy or .csv file")
-    header = csv_header(path)
+    header, lines = csv_lines(path)
     if header is not None and model.columns is not None and header != model.columns:
         raise InputError(f"{path}: its columns ({', '.join(header)}) are not the model's ({', '.join(model.columns)})")
-    try:
-        lines = [(i, line) for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1)]
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read as text ({_one_line(e)})") from None
-    lines = [(i, [c.strip() for c in line.split(",")]) for i, line in lines if line.strip()]
-    lines = lines[1:] if header is not None else lines
     return Rows(torch.tensor([_numbers(path, i, cells, D) for i, cells in lines], dtype=torch.float64),
                 [cells for _, cells in lines], header or model.columns, list(range(D)),
                 [f"line {i}" for i, _ in lines])

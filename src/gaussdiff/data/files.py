@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_atomically
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .toys import BUILTIN
 
 # ---------------------------------------------------------------------------------------------
@@ -25,18 +25,13 @@ from .toys import BUILTIN
 _EXTENSIONS = (".npy", ".csv")
 
 
-def _one_line(error: Exception) -> str:
-    """The text of an exception with all whitespace runs collapsed to single spaces."""
-    return " ".join(str(error).split())
-
-
 def read_npy(path: Path) -> np.ndarray:
     """The array stored in a .npy file, never unpickled; InputError in one line if it cannot be read."""
     try:
         with open(path, "rb") as f:
             return np.lib.format.read_array(f, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise InputError(f"{path}: not a readable .npy file ({one_line(e)})") from None
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -47,9 +42,8 @@ def _read_npy(path: Path) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _parse_csv_line(path: Path, number: int, line: str) -> list[float]:
-    """The numbers of one comma-separated line; InputError naming the line and cell otherwise."""
-    cells = line.split(",")
+def _parse_csv_line(path: Path, number: int, cells: list[str]) -> list[float]:
+    """The numbers of one comma-separated line's cells; InputError naming the line and cell otherwise."""
     try:
         return [float(c) for c in cells]
     except ValueError:
@@ -67,16 +61,23 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    """Numbers separated by commas, one row a line; a first line without any number is a header."""
+def csv_lines(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """(the header or None, [(line number, cells)] of the other lines) of a file of comma-separated cells, each
+    stripped; empty lines skipped; a first line without any number is a header."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read as text ({_one_line(e)})") from None
-    lines = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    if lines and not any(_is_number(c) for c in lines[0][1].split(",")):
-        lines = lines[1:]
-    rows = [_parse_csv_line(path, i, line) for i, line in lines]
+        raise InputError(f"{path}: cannot read as text ({one_line(e)})") from None
+    lines = [(i, [c.strip() for c in line.split(",")]) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if lines and not any(_is_number(c) for c in lines[0][1]):
+        return lines[0][1], lines[1:]
+    return None, lines
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """Numbers separated by commas, one row a line; a first line without any number is a header."""
+    _, lines = csv_lines(path)
+    rows = [_parse_csv_line(path, i, cells) for i, cells in lines]
     for (i, _), row in zip(lines, rows):
         if len(row) != len(rows[0]):
             raise InputError(f"{path}: line {i} has {len(row)} values, but line {lines[0][0]} "
@@ -123,7 +124,7 @@ def csv_header(path: str | os.PathLike) -> list[str] | None:
         with open(path, encoding="utf-8-sig") as f:
             first = next((line for line in f if line.strip()), "")
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read as text ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot read as text ({one_line(e)})") from None
     cells = [c.strip() for c in first.split(",")]
     return None if any(_is_number(c) for c in cells) else cells
 
@@ -262,7 +263,7 @@ def save_array(path: str | os.PathLike, array, columns: list[str] | None = None)
     try:
         write_atomically(path, write)
     except OSError as e:
-        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot write ({one_line(e)})") from None
 
 
 def stream_array(path: str | os.PathLike, total: int, batches, columns: list[str] | None = None,
@@ -297,7 +298,7 @@ def stream_array(path: str | os.PathLike, total: int, batches, columns: list[str
     try:
         write_atomically(path, write)
     except OSError as e:
-        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot write ({one_line(e)})") from None
 
 
 def _writable_array(path: Path, array) -> np.ndarray:

@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..atomic import write_atomically
-from ..errors import InputError, check_int
+from ..errors import InputError, check_int, one_line
 from .files import read_npy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -78,11 +78,6 @@ class ImageSet:
 
 # ---------------------------------------------------------------------------------------------
 # One image: decode, convert, crop and resize.
-
-
-def _one_line(error: Exception) -> str:
-    """The text of an exception (or its type) with whitespace runs collapsed."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _open(path: Path) -> Image.Image:
@@ -277,7 +272,7 @@ def _read_npy(path: Path, image_size: int | None, channels: int | None, pixel_ra
     try:
         shape, dtype = _npy_header(path)
     except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise InputError(f"{path}: not a readable .npy file ({one_line(e)})") from None
     if dtype.kind not in "uif":
         raise InputError(f"{path}: holds {dtype} values; expected integers or floats")
     layout = _npy_layout(path, shape)
@@ -356,7 +351,7 @@ def read_image_file(path, image_size: int, channels: int) -> np.ndarray:
     try:
         image = _open(path)
     except _DECODE_ERRORS as e:
-        raise InputError(f"{path}: not a readable image ({_one_line(e)})") from None
+        raise InputError(f"{path}: not a readable image ({one_line(e)})") from None
     return _chw(_crop_resize(_convert(image, channels == 3), image_size))[None]
 
 
@@ -427,7 +422,7 @@ def save_image_grid(path, images, levels: int, nrow: int | None = None, scale: i
     try:
         write_atomically(path, lambda f: image.save(f, format="PNG"))
     except OSError as e:
-        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot write ({one_line(e)})") from None
 
 
 def _check_names(names, n: int) -> list[str]:
@@ -472,7 +467,7 @@ def save_image_folder(folder, images, levels: int, names) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     except OSError as e:
-        raise InputError(f"{folder}: cannot write ({_one_line(e)})") from None
+        raise InputError(f"{folder}: cannot write ({one_line(e)})") from None
 
 
 def _move_in(tmp: Path, folder: Path, names: list[str]) -> None:

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..atomic import write_atomically
 from ..columns import CONTINUOUS_MAPS, KINDS, ColumnSpec
-from ..errors import InputError
-from .files import _one_line, check_writable_parent, label_column_index
+from ..errors import InputError, one_line
+from .files import check_writable_parent, label_column_index
 
 MISSING = ("", "na", "nan", "n/a", "null", "none")  # a cell's text, stripped and lower-cased
 SCHEMA_FORMAT, SCHEMA_VERSION = "gaussdiff-columns", 1
@@ -109,9 +109,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise InputError(f"{path}: is not UTF-8 text ({_one_line(e)})") from None
+        raise InputError(f"{path}: is not UTF-8 text ({one_line(e)})") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot read ({one_line(e)})") from None
 
 
 def _records(path: Path, text: str, separator: str):
@@ -124,7 +124,7 @@ def _records(path: Path, text: str, separator: str):
                 yield start, [c.strip() for c in cells]
             start = reader.line_num + 1
     except csv.Error as e:
-        raise InputError(f"{path}: line {reader.line_num}: {_one_line(e)}") from None
+        raise InputError(f"{path}: line {reader.line_num}: {one_line(e)}") from None
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -177,7 +177,7 @@ def write_table(path: str | os.PathLike, header: list[str], text_rows: list[list
     try:
         write_atomically(path, lambda f: f.write(text.getvalue().encode()))
     except OSError as e:
-        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot write ({one_line(e)})") from None
 
 
 def check_header(raw: RawTable, names: list[str], what: str) -> RawTable:
@@ -312,7 +312,7 @@ def write_schema(path: str | os.PathLike, specs: list[ColumnSpec]) -> None:
     try:
         write_atomically(path, lambda f: f.write(text.encode()))
     except OSError as e:
-        raise InputError(f"{path}: cannot write ({_one_line(e)})") from None
+        raise InputError(f"{path}: cannot write ({one_line(e)})") from None
 
 
 def _text(value, where: str) -> str:
@@ -400,7 +400,7 @@ def read_schema(path: str | os.PathLike, header: list[str]) -> dict[str, ColumnS
     try:
         document = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not a JSON file ({_one_line(e)})") from None
+        raise InputError(f"{path}: not a JSON file ({one_line(e)})") from None
     specs = [_column_from_json(entry, path, i + 1) for i, entry in enumerate(_schema_columns(path, document))]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
