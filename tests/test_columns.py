@@ -293,3 +293,36 @@ def test_bounded_ends_are_finite_and_clamped():
     col = t.to_dict()["columns"][0]
     assert y[0, 0].item() == pytest.approx((logit - col["mean"]) / col["std"], rel=1e-12)
     assert t.inverse(torch.tensor([[-1e3], [1e3]]))[:, 0].tolist() == [0.0, 1.0]
+
+
+# --- decimals --------------------------------------------------------------------------------------
+
+def test_values_drawn_are_rounded_to_the_decimals_of_their_column():
+    """inverse rounds to each column's decimals (the oracle: numpy's round of the unrounded inverse); a positive
+    column stays > 0 (its smallest value 10^-d) and a bounded one within its bounds; no decimals: no rounding."""
+    specs = [ColumnSpec("a", "continuous", decimals=1), ColumnSpec("p", "positive", decimals=2),
+             ColumnSpec("b", "bounded", low=0.0, high=1.0, decimals=1), ColumnSpec("raw", "continuous")]
+    x = torch.tensor([[5.1, 0.013, 0.2, 1.23456], [6.3, 2.5, 0.95, 2.5], [4.8, 0.5, 0.05, -1.0]], dtype=torch.float64)
+    table = Table.fit(x, specs)
+    y = torch.randn(1000, 4, generator=torch.Generator().manual_seed(0)) * 2
+    unrounded = Table([c.__class__(ColumnSpec(c.spec.name, c.spec.kind, c.spec.transform, c.spec.low, c.spec.high),
+                                   **{k: getattr(c, k) for k in c.fitted}) for c in table.columns]).inverse(y).numpy()
+    got = table.inverse(y).numpy()
+    assert np.array_equal(got[:, 0], np.round(unrounded[:, 0], 1))
+    assert np.array_equal(got[:, 1], np.maximum(np.round(unrounded[:, 1], 2), 0.01)) and got[:, 1].min() > 0
+    assert np.array_equal(got[:, 2], np.clip(np.round(unrounded[:, 2], 1), 0, 1))
+    assert np.array_equal(got[:, 3], unrounded[:, 3])
+
+
+def test_a_saved_table_from_before_decimals_still_loads_and_decimals_are_checked():
+    table = Table.fit(torch.tensor([[1.5], [2.25], [0.5]], dtype=torch.float64),
+                      [ColumnSpec("a", "continuous", decimals=2)])
+    d = json.loads(json.dumps(table.to_dict()))
+    assert d["columns"][0]["decimals"] == 2 and Table.from_dict(d).specs[0].decimals == 2
+    del d["columns"][0]["decimals"]  # as models trained before this field was written
+    assert Table.from_dict(d).specs[0].decimals is None
+    for bad in (-1, 9, 1.5, True, "2"):
+        with pytest.raises(InputError, match="decimals must be a whole number from 0 to 8"):
+            check_spec(ColumnSpec("a", "continuous", decimals=bad))
+    with pytest.raises(InputError, match="kind integer takes no option 'decimals'"):
+        check_spec(ColumnSpec("a", "integer", decimals=1))

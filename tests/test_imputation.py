@@ -143,6 +143,18 @@ def test_point_estimate_rules_by_hand(table):
     assert estimate[:, 3].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_a_point_estimate_keeps_the_places_of_its_column():
+    """The mean of draws 1.1, 1.2, 1.4 (1.2333...) is written as 1.2 where the column shows one place, as the mean
+    itself where it has no decimals; a bounded column's rounded mean stays within its bounds (0.97 -> 1.0 > 0.96)."""
+    specs = [ColumnSpec("x", "continuous", decimals=1), ColumnSpec("y", "continuous"),
+             ColumnSpec("b", "bounded", low=0.0, high=0.96, decimals=1)]
+    table = Table.fit(torch.tensor([[1.0, 1.0, 0.5], [2.0, 2.0, 0.9]], dtype=torch.float64), specs)
+    draws = torch.tensor([[[1.1, 1.1, 0.96]], [[1.2, 1.2, 0.96]], [[1.4, 1.4, 0.99]]], dtype=torch.float64)
+    estimate = point_estimate(draws, torch.zeros(3, 1, 3), table)
+    assert estimate[0, 0].item() == 1.2 and estimate[0, 1].item() == pytest.approx(3.7 / 3, abs=1e-15)
+    assert estimate[0, 2].item() == 0.96
+
+
 def test_interval_rule_and_bounds_by_hand():
     """i = floor((K + 1)(1 - l) / 2): 0 for K = 10 at 0.9 (no pair of order statistics covers 90 %: at best 9/11),
     1 for K = 19 ([min, max], 18/20), 2 for K = 39 (36/40) and 2 for K = 50 (47/51 >= 0.9). K = 10: mean +-

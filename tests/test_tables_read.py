@@ -126,14 +126,14 @@ def test_inference_rules(tmp_path):
     assert kinds["cat"] == ColumnSpec("cat", "categorical", categories=["blue", "green", "red"])
     assert kinds["mix"] == ColumnSpec("mix", "categorical", categories=["1", "w", "x", "y", "z"])  # 1 of 5 a number
     assert kinds["int"] == ColumnSpec("int", "integer")
-    assert kinds["gap"] == ColumnSpec("gap", "continuous", transform="standardize")  # missing cells ignored
+    assert kinds["gap"] == ColumnSpec("gap", "continuous", transform="standardize", decimals=2)  # gaps ignored
 
 
 def test_inference_constant_and_equal_numbers(tmp_path):
     specs = infer_text(tmp_path, "c,n,v\nFR,7,1\nFR,7.0,2\nNA,,3\nFR,7,1.5\n")
     assert specs[0] == ColumnSpec("c", "constant", value="FR")
     assert specs[1] == ColumnSpec("n", "constant", value="7")  # 7 and 7.0 are one value
-    assert specs[2] == ColumnSpec("v", "continuous", transform="standardize")
+    assert specs[2] == ColumnSpec("v", "continuous", transform="standardize", decimals=1)
 
 
 def test_inference_merges_equal_numbers_into_one_category(tmp_path):
@@ -235,7 +235,8 @@ def test_write_schema_reads_back_and_is_the_documented_json(tmp_path):
      ["'agee'", "'colour'", "does not have", "age, income"]),
     ([{"name": "age", "kind": "number"}], ["'age'", "unknown kind 'number'", "continuous"]),
     ([{"name": "age", "kind": "integer", "low": 0}], ["'age'", "kind integer takes no options, not low"]),
-    ([{"name": "x", "kind": "continuous", "categories": ["a"]}], ["'x'", "takes only transform, not categories"]),
+    ([{"name": "x", "kind": "continuous", "categories": ["a"]}],
+     ["'x'", "takes only transform, decimals, not categories"]),
     ([{"name": "x", "kind": "continuous", "transform": "log"}], ["'x'", "unknown transform 'log'"]),
     ([{"name": "share", "kind": "bounded", "low": 0}], ["'share'", "needs 'high'"]),
     ([{"name": "share", "kind": "bounded", "low": 5, "high": 5}], ["'share'", "must be below high"]),
@@ -407,3 +408,23 @@ def test_write_table_refuses_a_directory_and_a_missing_folder(tmp_path):
     refused(folder, lambda: write_table(folder, ["a"], [["1"]]), "is a directory")
     missing = tmp_path / "nowhere" / "t.csv"
     refused(missing, lambda: write_table(missing, ["a"], [["1"]]), "does not exist")
+
+
+def test_decimals_are_the_most_places_a_column_shows(tmp_path):
+    """Rounded measurements keep their places (1.5, 2.25 -> 2; a decimal-comma file's 3,125 -> 3); a column with an
+    exponent, or more than MAX_DECIMALS places (computed values), is not rounded: None. A schema may set decimals, or
+    leave them to the data."""
+    assert tables.decimals(["1.5", "2.25", "-3", " 0.10 "]) == 2
+    assert tables.decimals(["3,125", "1,5"]) == 3
+    assert tables.decimals(["1.5", "2e-3"]) is None and tables.decimals(["0.123456789"]) is None
+    specs = infer_text(tmp_path, "a;b\n1,5;2\n2,25;3\n0,5;7\n")
+    assert specs[0].decimals == 2
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"columns": [{"name": "a", "kind": "positive"}]}))
+    raw = read_table(put(tmp_path, "a,b\n1.5,2\n2.25,3\n0.5,7\n"))
+    assert infer_schema(raw, read_schema(schema, raw.header))[0].decimals == 2  # left to the data
+    schema.write_text(json.dumps({"columns": [{"name": "a", "kind": "positive", "decimals": 4}]}))
+    assert infer_schema(raw, read_schema(schema, raw.header))[0].decimals == 4
+    schema.write_text(json.dumps({"columns": [{"name": "a", "kind": "continuous", "decimals": "two"}]}))
+    with pytest.raises(InputError, match="decimals must be a whole number from 0 to 8"):
+        read_schema(schema, raw.header)

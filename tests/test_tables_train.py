@@ -69,6 +69,9 @@ def test_a_table_trains_with_inferred_kinds_and_samples_its_own_cells(tmp_path):
     cells = list(zip(*rows[1:]))
     assert set(cells[1]) <= set(COLORS) and set(cells[4]) == {"FR"}
     assert all(c.lstrip("-").isdigit() for c in cells[2])  # integers come back as integers
+    places = lambda column: {len(c.partition(".")[2]) for c in column}
+    assert places(cells[0]) <= set(range(5)) and places(cells[3]) <= {0, 1, 2}  # the file's 4 and 2 decimals
+    assert max(places(cells[0])) == 4  # written to its places, not to fewer (~1 in 10 values ends in a 0)
     share = {c: cells[1].count(c) / 2000 for c in COLORS}
     # a decoder that lost the categories' order or always took one would miss these by far more than the error of a
     # 400-step model; the training shares are 0.5 / 0.3 / 0.2

@@ -26,7 +26,9 @@ CONTINUOUS_MAPS = ("standardize", "quantile")  # how a continuous column reaches
 class ColumnSpec:
     """One column of a table schema (RUN/columns.json, or --schema): its header ``name`` and ``kind`` (KINDS), and
     the kind's options: ``transform`` (continuous: CONTINUOUS_MAPS), ``low``/``high`` (bounded), ``categories``
-    (categorical: the distinct cells' text, in code order), ``value`` (constant: the cell's text)."""
+    (categorical: the distinct cells' text, in code order), ``value`` (constant: the cell's text), ``decimals``
+    (continuous, positive, bounded: the places after the decimal point the file's cells show; values the model
+    draws are rounded to them, as the data were; None: not rounded)."""
 
     name: str
     kind: str
@@ -35,13 +37,16 @@ class ColumnSpec:
     high: float | None = None
     categories: list[str] | None = None
     value: str | None = None
+    decimals: int | None = None
 
 
 EPS = 1e-6  # a bounded column's u is squeezed into [EPS, 1 - EPS], so its logit is finite at low and high
 P_CLIP = 1e-7  # the quantile map's probabilities are clipped to [P_CLIP, 1 - P_CLIP] (scikit-learn's bound)
 MAX_KNOTS = 1000  # the quantile map keeps at most this many empirical quantiles
-_OPTIONS = {"continuous": ("transform",), "integer": (), "positive": (), "bounded": ("low", "high"),
-            "constant": ("value",), "categorical": ("categories",)}
+MAX_DECIMALS = 8  # a column whose cells show more places than this is not rounded
+OPTIONS = {"continuous": ("transform", "decimals"), "integer": (), "positive": ("decimals",),
+           "bounded": ("low", "high", "decimals"), "constant": ("value",), "categorical": ("categories",)}
+OPTIONAL = ("decimals",)  # options a saved model or a schema may leave out (older models have none)
 
 
 def _real(value) -> bool:
@@ -57,11 +62,12 @@ def check_spec(spec: ColumnSpec) -> ColumnSpec:
         raise InputError(f"a column name must be text, got {spec.name!r}")
     if spec.kind not in KINDS:
         raise InputError(f"{where}: unknown kind {spec.kind!r}; known: {', '.join(KINDS)}")
-    foreign = [o for o in ("transform", "low", "high", "categories", "value")
-               if getattr(spec, o) is not None and o not in _OPTIONS[spec.kind]]
+    foreign = [o for o in ("transform", "low", "high", "categories", "value", "decimals")
+               if getattr(spec, o) is not None and o not in OPTIONS[spec.kind]]
     if foreign:
         raise InputError(f"{where}: kind {spec.kind} takes no option {', '.join(map(repr, foreign))}")
     spec = replace(spec)
+    check_decimals(spec.decimals, where)
     if spec.kind == "continuous":
         spec.transform = spec.transform or CONTINUOUS_MAPS[0]
         if spec.transform not in CONTINUOUS_MAPS:
@@ -80,6 +86,12 @@ def check_spec(spec: ColumnSpec) -> ColumnSpec:
     elif spec.kind == "constant" and not isinstance(spec.value, str):
         raise InputError(f"{where}: a constant column needs its value as text, got {spec.value!r}")
     return spec
+
+
+def check_decimals(d, where: str) -> None:
+    """InputError unless d is None or a whole number 0..MAX_DECIMALS."""
+    if d is not None and not (isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DECIMALS):
+        raise InputError(f"{where}: decimals must be a whole number from 0 to {MAX_DECIMALS}, got {d!r}"[:200])
 
 
 def constant_code(value: str) -> float:
@@ -429,11 +441,13 @@ class Table:
 
     def inverse(self, y) -> torch.Tensor:
         """Model units (N, D) -> decoded codes (N, C) float64: integers rounded and clamped to their observed range,
-        categories by argmax, bounded cells clamped to [low, high], constants filled in (no NaN for finite y)."""
+        categories by argmax, bounded cells clamped to [low, high], numbers with ``decimals`` rounded to them,
+        constants filled in (no NaN for finite y)."""
         y = _tensor(y).to(torch.float64)
         if y.ndim != 2 or y.shape[1] != self.sample_shape[0]:
             raise InputError(f"expected model units of shape (N, {self.sample_shape[0]}), got {tuple(y.shape)}")
-        return torch.stack([c.inverse(y[:, s]) for c, s in zip(self.columns, self.model_slices)], dim=1)
+        return torch.stack([rounded(c.spec, c.inverse(y[:, s])) for c, s in zip(self.columns, self.model_slices)],
+                           dim=1)
 
     def log_abs_det_jacobian(self, codes) -> torch.Tensor:
         """log |det d forward / dx| over the density columns (the others are left out), per row: float64 (N,), the
@@ -475,6 +489,17 @@ def _as_table(codes, width: int) -> torch.Tensor:
     return x.to(torch.float64)
 
 
+def rounded(spec: ColumnSpec, x: torch.Tensor) -> torch.Tensor:
+    """x rounded to the column's decimals (as is without), kept within a bounded column's [low, high] and a positive
+    column's (0, inf)."""
+    if spec.decimals is None:
+        return x
+    x = torch.round(x, decimals=spec.decimals)
+    if spec.kind == "positive":  # kept > 0: the smallest value the places can show
+        return x.clamp_min(10.0 ** -spec.decimals)
+    return x.clamp(spec.low, spec.high) if spec.kind == "bounded" else x
+
+
 def check_cells(spec: ColumnSpec, x: torch.Tensor) -> None:
     """InputError naming the column and row (counted from 1) of the first observed (non-NaN) cell of x (n,) that the
     spec's kind refuses: not finite; positive: not > 0; bounded: outside [low, high]; categorical: not a code
@@ -505,11 +530,11 @@ def _column_from_dict(d, i: int) -> _Column:
     if d["kind"] == "continuous" and d.get("transform") not in CONTINUOUS_MAPS:
         raise InputError(f"table transform, column {d['name']!r}: 'transform' must be one of "
                          f"{', '.join(CONTINUOUS_MAPS)}, got {d.get('transform')!r}")
-    options = _OPTIONS[d["kind"]]
+    options = OPTIONS[d["kind"]]
     kind = _column_class(ColumnSpec(d["name"], d["kind"], transform=d.get("transform")))
-    fields = {"name", "kind", *options, *kind.fitted}
-    if set(d) != fields:
+    fields = {"name", "kind", *options, *kind.fitted} - set(OPTIONAL)
+    if not fields <= set(d) <= fields | set(OPTIONAL) & set(options):
         raise InputError(f"table transform, column {d['name']!r} ({d['kind']}): expected the fields "
                          f"{', '.join(sorted(fields))}, got {', '.join(sorted(d))}")
-    spec = check_spec(ColumnSpec(d["name"], d["kind"], **{o: d[o] for o in options}))
+    spec = check_spec(ColumnSpec(d["name"], d["kind"], **{o: d.get(o) for o in options}))
     return kind(spec, **{k: d[k] for k in kind.fitted})

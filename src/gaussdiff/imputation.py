@@ -8,7 +8,8 @@ depend on the seed and the rows alone, not on the batch size (up to the network'
 
 From the K draws, decoded into the data's units:
 - the point estimate (:func:`point_estimate`) per column kind: continuous, positive, bounded: the draws' mean (their
-  estimate of E[x_missing | x_observed], the best single value in squared error); integer: that mean rounded (half
+  estimate of E[x_missing | x_observed], the best single value in squared error), rounded to the column's decimals
+  where it has them (the places its file shows; the draws are rounded so too); integer: that mean rounded (half
   to even); categorical: the most frequent draw, ties broken by the largest average model entry (the average one-hot,
   2 onehot - 1) among the tied categories; constant: its value;
 - an interval at level l (:func:`intervals`), per entry in model units, where every numeric column's map is
@@ -29,6 +30,7 @@ import torch
 from scipy.special import stdtrit  # scipy comes with scikit-learn
 from tqdm import tqdm
 
+from .columns import Table, rounded
 from .errors import InputError, check_int
 from .param import Denoiser, ReverseModel
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING
@@ -109,6 +111,8 @@ def point_estimate(draw_codes: torch.Tensor, draws_model: torch.Tensor, transfor
             estimate[:, j] = _mode(draw_codes[:, :, j], draws_model[:, :, entries])
         elif kind == "constant":
             estimate[:, j] = draw_codes[0, :, j]
+        elif isinstance(transform, Table):  # a number column: its mean, to the places the data show
+            estimate[:, j] = rounded(transform.columns[j].spec, estimate[:, j])
     return estimate
 
 

@@ -27,14 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_atomically
-from ..columns import CONTINUOUS_MAPS, KINDS, ColumnSpec
+from ..columns import CONTINUOUS_MAPS, KINDS, MAX_DECIMALS, OPTIONAL, OPTIONS, ColumnSpec, check_decimals
 from ..errors import InputError, one_line
 from .files import check_writable_parent, label_column_index
 
 MISSING = ("", "na", "nan", "n/a", "null", "none")  # a cell's text, stripped and lower-cased
 SCHEMA_FORMAT, SCHEMA_VERSION = "gaussdiff-columns", 1
-OPTIONS = {"continuous": ("transform",), "integer": (), "positive": (), "bounded": ("low", "high"),
-           "constant": ("value",), "categorical": ("categories",)}  # the fields each kind takes
 SKEWED = 1.0  # |sample skewness| above which a continuous column is mapped by quantiles (TabDDPM's choice)
 
 
@@ -258,12 +256,27 @@ def _infer_column(raw: RawTable, j: int) -> ColumnSpec:
     values = np.array(keys)
     if np.array_equal(values, np.round(values)):
         return ColumnSpec(name, "integer")
-    return ColumnSpec(name, "continuous", transform="quantile" if abs(skewness(values)) > SKEWED else "standardize")
+    return ColumnSpec(name, "continuous", transform="quantile" if abs(skewness(values)) > SKEWED else "standardize",
+                      decimals=decimals(cells))
+
+
+def decimals(cells: list[str]) -> int | None:
+    """The most places after the decimal point (or comma) among the cells' text; None when a cell is written with an
+    exponent, or the places exceed MAX_DECIMALS (measurements kept to a few places are rounded to them; a column of
+    computed values is not)."""
+    most = 0
+    for cell in cells:
+        text = cell.strip()
+        if "e" in text.lower():
+            return None
+        most = max(most, len(text.replace(",", ".").partition(".")[2]))
+    return most if most <= MAX_DECIMALS else None
 
 
 def _complete(raw: RawTable, j: int, spec: ColumnSpec) -> ColumnSpec:
     """A schema's spec of column j with the options it left out inferred from the data: a categorical's categories,
-    a constant's value (InputError if the column holds several), a continuous column's transform (standardize)."""
+    a constant's value (InputError if the column holds several), a continuous column's transform (standardize),
+    a continuous, positive or bounded column's decimals (:func:`decimals` of its cells)."""
     cells = [cell for _, cell in _observed(raw, j)]
     distinct = _distinct(cells, [_key(cell) for cell in cells])
     if spec.kind == "categorical" and spec.categories is None:
@@ -274,7 +287,9 @@ def _complete(raw: RawTable, j: int, spec: ColumnSpec) -> ColumnSpec:
                              f"{len(distinct)} different values ({_shown(distinct, 5)})")
         return dataclasses.replace(spec, value=distinct[0])
     if spec.kind == "continuous" and spec.transform is None:
-        return dataclasses.replace(spec, transform="standardize")
+        spec = dataclasses.replace(spec, transform="standardize")
+    if "decimals" in OPTIONS[spec.kind] and spec.decimals is None:
+        spec = dataclasses.replace(spec, decimals=decimals(cells))
     return spec
 
 
@@ -283,8 +298,9 @@ def infer_schema(raw: RawTable, overrides: dict[str, ColumnSpec] | None = None) 
     takes that spec, its left-out options inferred from the data; every other column is inferred:
     every cell missing: InputError; one distinct value: constant; some text: InputError naming it when at least
     half of the cells are numbers, else categorical; exactly 2 distinct values: categorical; all numbers whole:
-    integer; else continuous, by quantiles when |skewness| > 1, else standardized. positive and bounded only come
-    from a schema. Categories are the distinct cells' text, numbers by value first, then text in Python's order."""
+    integer; else continuous, by quantiles when |skewness| > 1, else standardized, with the decimals its cells
+    show. positive and bounded only come from a schema. Categories are the distinct cells' text, numbers by value
+    first, then text in Python's order."""
     overrides = overrides or {}
     return [_complete(raw, j, overrides[name]) if name in overrides else _infer_column(raw, j)
             for j, name in enumerate(raw.header)]
@@ -294,8 +310,9 @@ def infer_schema(raw: RawTable, overrides: dict[str, ColumnSpec] | None = None) 
 # columns.json.
 
 def column_json(spec: ColumnSpec) -> dict:
-    """One column of columns.json: name, kind and the options of that kind."""
-    return {"name": spec.name, "kind": spec.kind, **{k: getattr(spec, k) for k in OPTIONS[spec.kind]}}
+    """One column of columns.json: name, kind and the options of that kind (an optional one only where set)."""
+    return {"name": spec.name, "kind": spec.kind, **{k: getattr(spec, k) for k in OPTIONS[spec.kind]
+                                                     if k not in OPTIONAL or getattr(spec, k) is not None}}
 
 
 def schema_json(specs: list[ColumnSpec]) -> dict:
@@ -360,6 +377,8 @@ def _column_from_json(entry, path: Path, number: int) -> ColumnSpec:
         spec.value = _text(entry["value"], where)
     elif kind == "categorical" and "categories" in entry:
         spec.categories = _categories(entry["categories"], where)
+    check_decimals(entry.get("decimals"), where)
+    spec.decimals = entry.get("decimals")
     return spec
 
 
