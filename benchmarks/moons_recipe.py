@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from gaussdiff.data import BUILTIN
-from gaussdiff.data.toys import _RAW  # moons' standardization constants, to measure samples against its arcs
+from gaussdiff.data.toys import standardization  # to measure samples against the moons' arcs
 from gaussdiff.metrics import sliced_w2
 from gaussdiff.samplers import generate
 from gaussdiff.saved import load_model
@@ -65,8 +65,8 @@ def moon_shape(x: torch.Tensor, far: float = 0.25) -> dict:
     data), the rms distance to the nearest arc of the points within ``far`` of it (the moons' width, about 0.05),
     the share farther than ``far`` (5 noise sd: points between or beyond the moons), and how the points of the core
     spread along the arcs: the W1 distance of their arc position (angle / pi in [0, 1]) from the uniform law."""
-    _, mean, std = _RAW[DATA]
-    p = x.double().numpy() * np.array(std) + np.array(mean)
+    mean, std = standardization(DATA)
+    p = x.double().numpy() * std + mean
     dist, position = [], []
     for center, lo in (((0.0, 0.0), 0.0), ((1.0, 0.5), np.pi)):  # upper arc: angles [0, pi]; lower: [pi, 2 pi]
         d = p - np.array(center)
@@ -109,8 +109,8 @@ def exact_moons(n: int, seed: int) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     upper, s = rng.random(n) < 0.5, rng.uniform(0, np.pi, n)
     arc = np.where(upper[:, None], np.c_[np.cos(s), np.sin(s)], np.c_[1 - np.cos(s), 0.5 - np.sin(s)])
-    _, mean, std = _RAW[DATA]
-    return torch.from_numpy((arc + 0.05 * rng.standard_normal((n, 2)) - np.array(mean)) / np.array(std)).float()
+    mean, std = standardization(DATA)
+    return torch.from_numpy((arc + 0.05 * rng.standard_normal((n, 2)) - mean) / std).float()
 
 
 def rows_for(arm: str, seed: int, steps: int, samplers: list[str], args, runs: Path, fresh, fl):

@@ -128,11 +128,17 @@ def labeled(name: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
             None if labels is None else torch.from_numpy(np.asarray(labels)).long())
 
 
+def standardization(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(per-axis mean, per-axis std) of built-in ``name``'s raw data, which its points are standardized by."""
+    _, mean, std = _RAW[name]
+    return np.array(mean), np.array(std)
+
+
 def eight_gaussians_params() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weights (8,), means (8, 2), covariances (8, 2, 2) of '8gaussians' in its units, float64."""
-    _, mean, std = _RAW["8gaussians"]
-    means = (_8G_RADIUS * _8G_DIRECTIONS / _8G_SCALE - np.array(mean)) / np.array(std)
-    mode_std = _8G_STD / _8G_SCALE / np.array(std)  # per axis
+    mean, std = standardization("8gaussians")
+    means = (_8G_RADIUS * _8G_DIRECTIONS / _8G_SCALE - mean) / std
+    mode_std = _8G_STD / _8G_SCALE / std  # per axis
     covs = np.broadcast_to(np.diag(mode_std**2), (8, 2, 2)).copy()
     weights = torch.full((8,), 1 / 8, dtype=torch.float64)
     return weights, torch.from_numpy(means), torch.from_numpy(covs)
