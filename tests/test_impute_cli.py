@@ -15,7 +15,8 @@ import torch
 
 from gaussdiff.cli import main
 from gaussdiff.columns import Table
-from gaussdiff.data.tables import decode, encode, infer_schema, read_table
+from gaussdiff.data.schema import infer_schema
+from gaussdiff.data.tables import decode, encode, read_table
 from gaussdiff.imputation import impute
 from gaussdiff.nets import MLP
 from gaussdiff.saved import SavedModel, class_conditioning, load_model
@@ -86,8 +87,8 @@ def gaps(tmp_path):
 def test_impute_fills_every_gap_and_returns_the_observed_cells_as_given(runs, gaps, tmp_path):
     """The filled table has the input's header and every observed cell's text; each gap holds its column's kind of
     value; the draws file holds K complete tables whose point estimates are the filled cells (x: the draws' mean, to
-    the places of x's cells; count: their rounded mean; color: their mode); the intervals cover the imputed numeric cells
-    around their values; the input is unchanged and the result does not depend on --batch-size."""
+    the places of x's cells; count: their rounded mean; color: their mode); the intervals cover the imputed numeric
+    cells around their values; the input is unchanged and the result does not depend on --batch-size."""
     out, draws_out, before = tmp_path / "filled.csv", tmp_path / "draws.csv", snapshot(gaps.parent)
     assert main(["impute", str(runs / "table"), "--data", str(gaps), "--out", str(out), "--draws", "6",
                  "--draws-out", str(draws_out), "--intervals", "0.9", *FAST]) == 0

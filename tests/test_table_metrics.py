@@ -203,7 +203,8 @@ def test_benchmark_tables_round_trip_through_gaussdiffs_csv_and_codes(name, tmp_
     """A table written with gaps, read and coded by gaussdiff (its inferred kinds), decoded back: the same values."""
     import tables
 
-    from gaussdiff.data.tables import encode, infer_schema, read_table
+    from gaussdiff.data.schema import infer_schema
+    from gaussdiff.data.tables import encode, read_table
 
     table = tables.load(name, with_target=True)
     gapped = np.where(tm.mcar_mask(table.values.shape, 0.2, seed=0), np.nan, table.values)

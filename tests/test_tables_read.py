@@ -10,9 +10,9 @@ import scipy.stats
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 
 from gaussdiff.columns import ColumnSpec
-from gaussdiff.data import tables
-from gaussdiff.data.tables import (check_header, decode, encode, infer_schema, is_missing, pop_column, read_schema,
-                                   read_table, schema_json, write_schema, write_table)
+from gaussdiff.data import schema, tables
+from gaussdiff.data.schema import infer_schema, read_schema, schema_json, write_schema
+from gaussdiff.data.tables import check_header, decode, encode, is_missing, pop_column, read_table, write_table
 from gaussdiff.errors import InputError
 
 
@@ -158,7 +158,7 @@ def test_skewness_is_scipy_default_and_picks_the_transform(tmp_path, seed):
     rng = np.random.default_rng(seed)
     for values, skewed in [(rng.normal(size=300), False), (rng.exponential(size=300), True),
                            (-rng.lognormal(size=300), True), (rng.uniform(size=300), False)]:
-        assert tables.skewness(values) == pytest.approx(scipy.stats.skew(values), rel=1e-12, abs=1e-12)
+        assert schema.skewness(values) == pytest.approx(scipy.stats.skew(values), rel=1e-12, abs=1e-12)
         assert (abs(scipy.stats.skew(values)) > 1) == skewed  # these samples are clearly on one side of 1
         text = "v\n" + "".join(f"{float(v)!r}\n" for v in values)
         spec, = infer_text(tmp_path, text)
@@ -414,17 +414,17 @@ def test_decimals_are_the_most_places_a_column_shows(tmp_path):
     """Rounded measurements keep their places (1.5, 2.25 -> 2; a decimal-comma file's 3,125 -> 3); a column with an
     exponent, or more than MAX_DECIMALS places (computed values), is not rounded: None. A schema may set decimals, or
     leave them to the data."""
-    assert tables.decimals(["1.5", "2.25", "-3", " 0.10 "]) == 2
-    assert tables.decimals(["3,125", "1,5"]) == 3
-    assert tables.decimals(["1.5", "2e-3"]) is None and tables.decimals(["0.123456789"]) is None
+    assert schema.decimals(["1.5", "2.25", "-3", " 0.10 "]) == 2
+    assert schema.decimals(["3,125", "1,5"]) == 3
+    assert schema.decimals(["1.5", "2e-3"]) is None and schema.decimals(["0.123456789"]) is None
     specs = infer_text(tmp_path, "a;b\n1,5;2\n2,25;3\n0,5;7\n")
     assert specs[0].decimals == 2
-    schema = tmp_path / "s.json"
-    schema.write_text(json.dumps({"columns": [{"name": "a", "kind": "positive"}]}))
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"columns": [{"name": "a", "kind": "positive"}]}))
     raw = read_table(put(tmp_path, "a,b\n1.5,2\n2.25,3\n0.5,7\n"))
-    assert infer_schema(raw, read_schema(schema, raw.header))[0].decimals == 2  # left to the data
-    schema.write_text(json.dumps({"columns": [{"name": "a", "kind": "positive", "decimals": 4}]}))
-    assert infer_schema(raw, read_schema(schema, raw.header))[0].decimals == 4
-    schema.write_text(json.dumps({"columns": [{"name": "a", "kind": "continuous", "decimals": "two"}]}))
+    assert infer_schema(raw, read_schema(path, raw.header))[0].decimals == 2  # left to the data
+    path.write_text(json.dumps({"columns": [{"name": "a", "kind": "positive", "decimals": 4}]}))
+    assert infer_schema(raw, read_schema(path, raw.header))[0].decimals == 4
+    path.write_text(json.dumps({"columns": [{"name": "a", "kind": "continuous", "decimals": "two"}]}))
     with pytest.raises(InputError, match="decimals must be a whole number from 0 to 8"):
-        read_schema(schema, raw.header)
+        read_schema(path, raw.header)

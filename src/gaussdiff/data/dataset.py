@@ -19,9 +19,9 @@ from ..transforms import Pixels, Standardize
 from . import digits
 from .files import csv_header, load_array, split_label_column
 from .images import is_image_source, read_images
+from .schema import categories_of, infer_schema, read_schema
 from .split import heldout_seed, split_rows
-from .tables import categories_of, check_header, encode, infer_schema, is_missing, parse_number, pop_column, \
-    read_schema, read_table
+from .tables import check_header, encode, is_missing, parse_number, pop_column, read_table
 from .toys import BUILTIN, CLASSES, check_count_and_seed, labeled
 
 IMAGE_BUILTIN = ("digits",)  # built-in image sets (native size; the training split)

@@ -27,7 +27,7 @@ from ..atomic import write_text_atomically
 from ..columns import Table
 from ..data import load_dataset
 from ..data.files import codes_dtype, row_format
-from ..data.tables import write_schema
+from ..data.schema import write_schema
 from ..errors import InputError, Interrupted, TrainingError
 from ..losses import ImportanceSampler, check_missing_values, training_loss
 from ..nets import build_network, diffusers_unet2d_config, unet_config
