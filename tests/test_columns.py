@@ -65,6 +65,17 @@ def test_dequantized_integers_decode_to_their_integer(table):
     assert torch.equal(table.inverse(table.forward(x_deq))[:, 2], torch.as_tensor(x[:, 2]))
 
 
+def test_the_dequantization_shift_is_what_dequantizing_adds_in_model_units(table):
+    """forward(dequantize(x, u)) - forward(x): (u - 1/2) / std on each integer column's entry, 0 elsewhere (the
+    oracle: the map applied to the dequantized codes; float64 round-off of the affine map only)."""
+    x = mixed(200, 3)
+    u = torch.rand(200, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = table.forward(table.dequantize(x, u)) - table.forward(x)
+    shift = table.dequantization_shift(u)
+    torch.testing.assert_close(shift, expected, rtol=0, atol=1e-12)
+    assert (shift[:, 2] != 0).all() and (shift[:, [0, 1, 3, 4, 5, 6, 7]] == 0).all()  # age's entry only
+
+
 def test_integer_column_statistics_and_clamp():
     k = np.array([[1.0], [2.0], [2.0], [7.0]])
     t = Table.fit(k, [ColumnSpec("n", "integer")])

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from gaussdiff.cli import main
 from gaussdiff.data import load_dataset
@@ -76,6 +77,19 @@ def test_a_table_trains_with_inferred_kinds_and_samples_its_own_cells(tmp_path):
     # a decoder that lost the categories' order or always took one would miss these by far more than the error of a
     # 400-step model; the training shares are 0.5 / 0.3 / 0.2
     assert abs(share["red"] - 0.5) < 0.15 and all(share[c] > 0.05 for c in COLORS)
+
+
+def test_a_training_batch_is_the_map_of_its_dequantized_rows(tmp_path):
+    """Dataset.get with dequantization draws u: the model units of the rows' codes dequantized by u (the oracle: the
+    Table map applied to them, float32 rounding apart), 0 at missing entries with the mask False exactly there."""
+    data = load_dataset(str(write_table(tmp_path / "gaps.csv", gaps=0.2)))
+    rows = torch.arange(0, 400, 3)
+    u = torch.rand(len(rows), data.dequant_width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    batch = data.get(rows, dequant=u)
+    expected = data.transform.forward(data.transform.dequantize(data.data[rows], u)).float()
+    assert torch.equal(batch.mask, ~torch.isnan(expected)) and not batch.mask.all()
+    torch.testing.assert_close(batch.x, expected.nan_to_num(0.0), rtol=0, atol=1e-6)
+    assert not torch.equal(batch.x, data.get(rows).x)  # the count column moved
 
 
 def test_gaps_are_trained_around_without_dropping_rows(tmp_path):

@@ -472,6 +472,20 @@ class Table:
             raise InputError(f"dequantization noise must have the codes' shape {tuple(x.shape)}, got {tuple(u.shape)}")
         return x + torch.where(self.integer_columns.to(x.device), u - 0.5, 0.0)
 
+    def dequantization_shift(self, u) -> torch.Tensor:
+        """(N, D) float64: what dequantizing by u (N, C) ~ U[0, 1) adds to the model entries. An integer column's map
+        is affine, y = (x - mean) / std, so y(k + u - 1/2) = y(k) + (u - 1/2) / std: forward(dequantize(codes, u))
+        is forward(codes) + this, up to float rounding, without mapping every column again at every step."""
+        u = _tensor(u).to(torch.float64)
+        if u.ndim != 2 or u.shape[1] != len(self.columns):
+            raise InputError(f"dequantization noise must be (N, {len(self.columns)}), got {tuple(u.shape)}")
+        columns = [j for j, c in enumerate(self.columns) if c.spec.kind == "integer"]
+        entries = [self.model_slices[j].start for j in columns]
+        scale = torch.tensor([1 / self.columns[j].std for j in columns], dtype=torch.float64, device=u.device)
+        shift = u.new_zeros((len(u), self.sample_shape[0]))
+        shift[:, entries] = (u[:, columns] - 0.5) * scale
+        return shift
+
     def __repr__(self) -> str:
         return f"Table({', '.join(f'{c.spec.name}: {c.spec.kind}' for c in self.columns)})"
 

@@ -56,7 +56,7 @@ class Dataset:
             raise InputError(f"class-conditional training needs class labels, and {name} has none: use digits, an "
                              f"image folder with one sub-folder per class, a built-in 2-D set with classes "
                              f"({', '.join(CLASSES)}), or a table with --label-column")
-        self._model_units = None  # continuous rows in model units, mapped at the first get()
+        self._model_units = None  # rows in model units, mapped at the first get() (_units)
         self.has_missing = bool(data.is_floating_point() and torch.isnan(data).any())  # tables only
 
     @property
@@ -78,17 +78,23 @@ class Dataset:
         (B, dequant_width) of U[0, 1) (none: as k); its missing entries come as 0, and ``mask`` False there."""
         if self.transform.levels:
             x = self.transform.forward(self.data[rows]).float()
-        elif dequant is not None and self.dequant_width:
-            x = self.transform.forward(self.transform.dequantize(self.data[rows], dequant)).float()
+        elif dequant is not None and self.dequant_width:  # the integer entries shifted by their dequantization
+            x = (self._units()[rows] + self.transform.dequantization_shift(dequant)).float()
         else:
-            if self._model_units is None:
-                self._model_units = self.transform.forward(self.data).float()
-            x = self._model_units[rows]
+            x = self._units()[rows].float()
         mask = None
         if self.has_missing:
             mask = ~torch.isnan(x)
             x = x.masked_fill(~mask, 0.0)
         return Batch(x, {"class": self.labels[rows]} if self.conditional else {}, mask)
+
+    def _units(self) -> torch.Tensor:
+        """The whole data set in model units, mapped once: float64 for a table with integer columns (``get`` adds
+        their dequantization), float32 otherwise."""
+        if self._model_units is None:
+            units = self.transform.forward(self.data)
+            self._model_units = units.double() if self.dequant_width else units.float()
+        return self._model_units
 
     def sha256(self) -> str:
         """The content hash of the samples and their labels: RUN/config.json's data_sha256, which a resume and the
