@@ -253,12 +253,19 @@ def gaussdiff_impute_row(table: Table, gapped, truth, removed, scale, seed: int,
                 settings=dict(train=trained["config"], impute=dict(seed=seed, draws=most, **args.impute)))
 
 
+def as_written(codes: np.ndarray) -> np.ndarray:
+    """Codes as float64 values as ``gaussdiff sample --out rows.csv`` writes them: float32 codes (a table whose
+    values fit float32) by their shortest text, so 5.1 is 5.1 and not float32's 5.0999999 (which a tree separates
+    from the data's 5.1 at every grid value of a rounded column)."""
+    return codes.astype(str).astype(np.float64) if codes.dtype == np.float32 else codes.astype(np.float64)
+
+
 def gaussdiff_synth(table: Table, train_rows, n: int, seed: int, args) -> tuple[np.ndarray, dict]:
     """(n rows sampled by gaussdiff trained on ``train_rows``, as the table's values; timings and settings)."""
     run, _, trained = trained_run(table, train_rows, "train-half", seed, args)
     model = load_model(run)
     codes, wall, cpu = timed(model.sample, n, seed=seed, **args.sample)
-    rows = table.from_codes(codes.double().numpy(), model.transform.specs)
+    rows = table.from_codes(as_written(codes.numpy()), model.transform.specs)
     return rows, dict(steps=trained["steps"], train_s=trained["train_s"], train_cpu_s=trained["train_cpu_s"],
                       sample_s=wall, sample_cpu_s=cpu, wall_s=trained["train_s"] + wall,
                       cpu_s=trained["train_cpu_s"] + cpu,

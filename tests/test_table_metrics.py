@@ -213,3 +213,19 @@ def test_benchmark_tables_round_trip_through_gaussdiffs_csv_and_codes(name, tmp_
     specs = infer_schema(raw)
     assert [s.kind for s in specs] == table.kinds  # the kinds the scores use are the ones gaussdiff infers
     np.testing.assert_array_equal(table.from_codes(encode(raw, specs), specs), gapped)  # NaN where it was
+
+
+def test_synthetic_codes_are_scored_as_the_csv_writer_writes_them():
+    """float32 codes of a rounded column (5.1 held as 5.0999999) are scored as the text ``sample --out`` writes
+    (the oracle: gaussdiff.data.tables.decode read back as numbers); float64 codes pass as they are."""
+    import tables
+
+    from gaussdiff.columns import ColumnSpec
+    from gaussdiff.data.tables import decode
+
+    codes = np.array([[5.1, 0.3], [4.9, 1.7], [np.nan, 2.25]], dtype=np.float32)
+    specs = [ColumnSpec("a", "continuous", decimals=1), ColumnSpec("b", "continuous", decimals=2)]
+    written = np.array([[float(c) if c else np.nan for c in row] for row in decode(codes, specs)])
+    np.testing.assert_array_equal(tables.as_written(codes), written)
+    assert tables.as_written(codes)[0, 0] == 5.1 and np.float64(codes[0, 0]) != 5.1
+    assert tables.as_written(codes.astype(np.float64)).dtype == np.float64
