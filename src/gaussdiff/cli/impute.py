@@ -40,8 +40,8 @@ def add_parser(sub) -> None:
                             "missing one the point estimate of its draws (numbers: their mean; integers: the rounded "
                             "mean; categories: the most frequent draw, ties to the largest average one-hot)")
     p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
-                   help="K, the conditional draws per row (the issue's K for multiple imputation; the tables "
-                        "benchmark may set another default)")
+                   help="K, the conditional draws per row (the point estimate's Monte Carlo error is 1/K of the "
+                        "conditional variance; the tables benchmark's choice)")
     p.add_argument("--draws-out", default=None,
                    help="also write the K draws, a long .csv: row (0 = the first data row), draw (0..K-1), then the "
                         "columns; each draw is a complete table")
