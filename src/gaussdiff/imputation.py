@@ -43,7 +43,7 @@ from .schedule import NoiseSchedule
 # The defaults, from the tables benchmark (benchmarks/RESULTS.md, "Tables with early stopping"; iris, wine, breast
 # cancer, diabetes, seeds 0-2, early-stopped models). x_t replacement against RePaint on the same trained runs: its
 # 90 % intervals cover 0.88-0.93 of the removed values on all four tables (RePaint 0.82-0.87, IterativeImputer's
-# posterior 0.88-0.91), its point error is RePaint's on average (z-RMSE 0.650 at K = 50 against 0.665 at K = 20;
+# posterior 0.88-0.91), its point error is RePaint's on average (z-RMSE 0.652 at K = 50 against 0.665 at K = 20;
 # better on wine and breast cancer, worse on iris and diabetes), and a draw costs 100 network calls against 2,410.
 # With draws as wide as the conditional, the mean's Monte Carlo term E[(x - mean_K)^2] = E[(x - E[x | obs])^2]
 # (1 + 1/K) shows: the error fell by 2-3 % from K = 20 to 50 and by at most 0.005 more at 100, so K = 50 (5,000 calls
