@@ -205,7 +205,7 @@ def pop_column(raw: RawTable, column: str | int) -> tuple[RawTable, list[str]]:
 # Codes.
 
 def _codebook(spec: ColumnSpec) -> dict:
-    """The code of each key (:func:`_key`) a categorical or constant column allows (its category's index, the
+    """The code of each key (:func:`cell_key`) a categorical or constant column allows (its category's index, the
     constant's value or 0 for text); empty for other kinds."""
     if spec.kind == "categorical":
         return {cell_key(c): float(i) for i, c in enumerate(spec.categories)}
