@@ -1,5 +1,5 @@
 # The commands of the README: `make demo` (train, pictures, sample), `make test` (the whole suite, as CI runs it)
-# and `make test-fast` (all but the tests marked `process`: fresh interpreters, torchrun, torch.compile).
+# and `make test-fast` (all but the tests marked `process`: fresh interpreters, torchrun, torch.compile; or `slow`).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -32,7 +32,7 @@ test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not process"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not process and not slow"
 
 clean:
 	rm -rf $(VENV) runs
