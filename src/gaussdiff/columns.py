@@ -8,6 +8,7 @@ it is text); NaN marks a missing cell. In model units it is (N, D), each column 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
@@ -479,12 +480,18 @@ class Table:
         u = _tensor(u).to(torch.float64)
         if u.ndim != 2 or u.shape[1] != len(self.columns):
             raise InputError(f"dequantization noise must be (N, {len(self.columns)}), got {tuple(u.shape)}")
+        columns, entries, scale = self._integer_layout
+        shift = u.new_zeros((len(u), self.sample_shape[0]))
+        shift[:, entries] = (u[:, columns] - 0.5) * scale.to(u.device)
+        return shift
+
+    @functools.cached_property
+    def _integer_layout(self) -> tuple[list[int], list[int], torch.Tensor]:
+        """(the integer columns, their model entries, 1 / their std), found once: dequantization_shift runs at every
+        training step."""
         columns = [j for j, c in enumerate(self.columns) if c.spec.kind == "integer"]
         entries = [self.model_slices[j].start for j in columns]
-        scale = torch.tensor([1 / self.columns[j].std for j in columns], dtype=torch.float64, device=u.device)
-        shift = u.new_zeros((len(u), self.sample_shape[0]))
-        shift[:, entries] = (u[:, columns] - 0.5) * scale
-        return shift
+        return columns, entries, torch.tensor([1 / self.columns[j].std for j in columns], dtype=torch.float64)
 
     def __repr__(self) -> str:
         return f"Table({', '.join(f'{c.spec.name}: {c.spec.kind}' for c in self.columns)})"
