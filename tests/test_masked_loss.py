@@ -176,26 +176,26 @@ def test_dequantization_draws_are_uniform():
 class GappyTable(Dataset):
     """A fake table as the trainer sees one (data.dataset's contract): column 0 continuous, column 1 an integer
     count that get() dequantizes with the trainer's draws (k + u - 1/2); about 30 % of the cells missing (NaN in
-    the data), handed out as ``fill`` in x (the contract says 0; any value must do) with mask False. Every
-    ``dequant`` that get() receives is kept in ``dequants``."""
+    the data), handed out as ``value`` in x (0 by the contract, a trainer's fill after an EM step) with mask False.
+    Every ``dequant`` that get() receives is kept in ``dequants``."""
 
     dequant_width = 2
 
-    def __init__(self, n: int, seed: int = 0, fill: float = 0.0):
+    def __init__(self, n: int, seed: int = 0, value: float = 0.0):
         g = torch.Generator().manual_seed(seed)
         codes = torch.stack([torch.randn(n, generator=g, dtype=torch.float64),
                              torch.randint(0, 4, (n,), generator=g).double()], 1)
         missing = torch.rand(n, 2, generator=g) < 0.3
         missing[:, 0] &= ~missing[:, 1]  # no row with every cell missing
         super().__init__(codes.masked_fill(missing, math.nan), Standardize.identity(2), "gappy", "a fake table")
-        self.fill, self.dequants = fill, []
+        self.value, self.dequants = value, []
 
     def get(self, rows, dequant=None) -> Batch:
         assert dequant is not None and dequant.shape == (len(rows), 2) and dequant.dtype == torch.float64
         self.dequants.append(dequant)
         codes = self.data[rows] + torch.tensor([0.0, 1.0], dtype=torch.float64) * (dequant - 0.5)
         mask = ~codes.isnan()
-        return Batch(codes.nan_to_num(nan=self.fill).float(), {}, mask)
+        return Batch(codes.nan_to_num(nan=self.value).float(), {}, mask)
 
 
 N, HELD = 256, 40
@@ -203,9 +203,9 @@ TINY = dict(data="moons", batch_size=64, width=32, depth=1, emb_dim=16, num_trai
             threads=1, lr_schedule="constant", log_every=1, eval_size=50)
 
 
-def gappy_run(monkeypatch, out, fill=0.0, **overrides):
+def gappy_run(monkeypatch, out, value=0.0, **overrides):
     """Train on a GappyTable (held-out: another one) under TINY | overrides; returns (run, training set, held-out)."""
-    table, heldout = GappyTable(N, 0, fill), GappyTable(HELD, 1, fill)
+    table, heldout = GappyTable(N, 0, value), GappyTable(HELD, 1, value)
     monkeypatch.setattr(train_loop, "load_dataset", lambda *args, **kwargs: table)
     monkeypatch.setattr(train_loop, "training_and_heldout",
                         lambda cfg, data: (data, heldout if cfg.eval_every else None))
@@ -221,15 +221,18 @@ def weights(run):
     return [(run / "model" / name).read_bytes() for name in ("model.safetensors", "online.safetensors")]
 
 
-def test_training_never_sees_the_values_at_missing_entries(monkeypatch, tmp_path):
-    """Two runs whose tables differ only in the value handed out at missing entries (0 and 7.5): the same weights
-    and the same training and held-out losses, bit for bit (each would move if one missing entry counted)."""
+def test_the_value_at_a_missing_entry_is_input_only_and_nan_is_zero(monkeypatch, tmp_path):
+    """Runs whose tables differ only in the value handed out at missing entries: NaN trains as 0 does, bit for bit
+    (weights, training and held-out losses); 7.5 moves the weights (the network receives it: an EM fill) while every
+    loss stays finite."""
     steps = dict(steps=6, eval_every=3)
     a, *_ = gappy_run(monkeypatch, tmp_path / "a", 0.0, **steps)
-    b, *_ = gappy_run(monkeypatch, tmp_path / "b", 7.5, **steps)
+    b, *_ = gappy_run(monkeypatch, tmp_path / "b", math.nan, **steps)
+    c, *_ = gappy_run(monkeypatch, tmp_path / "c", 7.5, **steps)
     assert weights(a) == weights(b)
     assert evals(a) == evals(b)
-    assert all(math.isfinite(v) for row in evals(a) for v in row[1:] if v is not None)
+    assert weights(c) != weights(a)
+    assert all(math.isfinite(v) for run in (a, c) for row in evals(run) for v in row[1:] if v is not None)
     assert [row[2] is not None for row in evals(a)] == [False, False, True, False, False, True]
 
 

@@ -12,7 +12,8 @@ Min-SNR-gamma weighting (Hang et al. 2023, "Efficient Diffusion Training via Min
 L_simple per t so that, on the x_0 scale, it is min(SNR_t, gamma) || x0_hat - x_0 ||^2 (``loss_weight``).
 Data with missing values (MissDiff, Ouyang et al. 2023, "MissDiff: Training Diffusion Models on Tabular Data with
 Missing Values") train by L_simple on the observed entries alone: with the mask m (1 where observed) and x_0 set to 0
-at its missing entries, L_simple = E || m * (target - net(x_t, t)) ||^2; no entry is imputed first.
+at its missing entries, L_simple = E || m * (target - net(x_t, t)) ||^2; no entry is imputed first (a data set may
+fill them with the model's own imputations, which then only shape the network's input: ``Dataset.fill``).
 Importance sampling of t (Nichol & Dhariwal sec. 3.3): p_t proportional to sqrt(E[L_t^2]) over the last
 10 losses at t, uniform until every t has 10, mixed with 1e-3 of the uniform law; the weights
 1 / (T p_t) keep the weighted loss an unbiased estimate of the uniform one.
@@ -141,14 +142,15 @@ def training_loss(net, x0: torch.Tensor, schedule: NoiseSchedule, prediction_typ
 
     ``mask`` (bool, shaped as x0, True where observed; None: all are): MissDiff's masked L_simple,
         weight_t * sum_i m_i (target_i - pred_i)^2 / D,
-    x0 taken as 0 at its missing entries (there x_t = sqrt(1 - abar_t) eps); only ``simple`` takes a mask."""
+    x0's missing entries as given (a data set's fill; NaN taken as 0: there x_t = sqrt(1 - abar_t) eps); only
+    ``simple`` takes a mask."""
     check_loss_type(loss_type, variance_type)
     check_loss_weighting(loss_weighting, min_snr_gamma, loss_type)
     if mask is not None:
         check_missing_values(loss_type)
         if mask.shape != x0.shape:
             raise ValueError(f"the mask's shape {tuple(mask.shape)} is not the data's {tuple(x0.shape)}")
-        x0 = torch.where(mask, x0, 0)
+        x0 = torch.where(~mask & torch.isnan(x0), 0, x0)
     t, eps, x_t = _noised(x0, schedule, t, eps, generator)
     weight = loss_weight(prediction_type, schedule.snr[t.cpu()], loss_weighting, min_snr_gamma).to(x0)
     target = training_target(prediction_type, x0, eps, schedule.alpha_bar[t.cpu()])

@@ -68,6 +68,9 @@ TRAIN_HELP = {
     "eval_size": "draws each held-out loss averages (a set of fewer samples is cycled through at other t and noise)",
     "early_stopping": "stop once this many held-out losses in a row are above the lowest so far, and keep the "
                       "weights of the lowest as the model (None: 10 for tables with held-out rows, else 0; 0: off)",
+    "em_rounds": "a table with missing cells: each time early stopping would end training, fill the gaps with the "
+                 "model's own imputations (the mean of 50 draws), the network's input there, and train on from the "
+                 "best weights, this many times (None: 2 for tables with early stopping, else 0; 0: off)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",

@@ -57,6 +57,7 @@ class Dataset:
                              f"image folder with one sub-folder per class, a built-in 2-D set with classes "
                              f"({', '.join(CLASSES)}), or a table with --label-column")
         self._model_units = None  # rows in model units, mapped at the first get() (_units)
+        self.fill: torch.Tensor | None = None  # (N, *shape) model units the network receives at missing entries
         self.has_missing = bool(data.is_floating_point() and torch.isnan(data).any())  # tables only
 
     @property
@@ -75,7 +76,8 @@ class Dataset:
     def get(self, rows, dequant: torch.Tensor | None = None) -> Batch:
         """The rows (a long tensor of indices) in model units, float32, with their classes as cond["class"] when the
         data set is conditional. A table's integer columns enter as k + u - 1/2 with u the ``dequant`` draws
-        (B, dequant_width) of U[0, 1) (none: as k); its missing entries come as 0, and ``mask`` False there."""
+        (B, dequant_width) of U[0, 1) (none: as k); its missing entries come as 0, or as ``fill`` where the trainer
+        filled them (``train.gaps``), and ``mask`` False there."""
         if self.transform.levels:
             x = self.transform.forward(self.data[rows]).float()
         elif dequant is not None and self.dequant_width:  # the integer entries shifted by their dequantization
@@ -85,7 +87,7 @@ class Dataset:
         mask = None
         if self.has_missing:
             mask = ~torch.isnan(x)
-            x = x.masked_fill(~mask, 0.0)
+            x = x.masked_fill(~mask, 0.0) if self.fill is None else torch.where(mask, x, self.fill[rows])
         return Batch(x, {"class": self.labels[rows]} if self.conditional else {}, mask)
 
     def _units(self) -> torch.Tensor:

@@ -74,6 +74,8 @@ class TrainConfig:
     eval_size: int | None = None  # samples each held-out loss is estimated on (None: by data)
     early_stopping: int | None = None  # held-out losses without a new low before training stops, the model keeping
     # the weights of the lowest (None: by data, PATIENCE for a table with held-out rows, else 0: off)
+    em_rounds: int | None = None  # a table with gaps: E steps (gaps := the model's imputations), training on after each
+    # early stop (None: EM_ROUNDS for a table with early stopping, else 0: off)
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
     compile: bool = False  # torch.compile the network
@@ -124,6 +126,7 @@ class TrainConfig:
             raise InputError(f"eval-every must be >= 0 (0: no held-out loss) and eval-size positive, got "
                              f"{self.eval_every} and {self.eval_size}")
         self.early_stopping = check_early_stopping(self.early_stopping, table, self.holdout, self.eval_every)
+        self.em_rounds = check_em_rounds(self.em_rounds, table, self.early_stopping)
         if self.preview_every < 0:
             raise InputError(f"preview-every must be >= 0 (0: no previews), got {self.preview_every}")
         if self.preview_every and not images:
@@ -153,6 +156,10 @@ HOLDOUT = 0.1  # the default share of a file's rows kept out of training
 # held-out loss is watched every 100 steps and training stops PATIENCE evaluations after its lowest.
 TABLE_DEFAULTS = {"eval_every": 100}
 PATIENCE = 10
+# EM rounds (train/gaps.py) on a table with gaps, from issue 13's probe (iris, wine, breast cancer, diabetes, 20 % of
+# cells missing): the point error fell by 3-10 % over the first round and by 0.2-1 % more over the second.
+EM_ROUNDS = 2
+MAX_EM_ROUNDS = 20
 
 
 def check_holdout(data: str, holdout: float | None) -> float | None:
@@ -179,6 +186,18 @@ def check_early_stopping(patience: int | None, table: bool, holdout: float | Non
         raise InputError("early-stopping watches the held-out loss: it needs held-out rows (--holdout > 0) and "
                          "--eval-every > 0")
     return patience
+
+
+def check_em_rounds(rounds: int | None, table: bool, patience: int) -> int:
+    """The resolved EM rounds (0: off): a round ends where early stopping would end training."""
+    if rounds is None:
+        return EM_ROUNDS if table and patience else 0
+    if not 0 <= rounds <= MAX_EM_ROUNDS:
+        raise InputError(f"em-rounds must lie in [0, {MAX_EM_ROUNDS}] (0: off), got {rounds}")
+    if rounds and not patience:
+        raise InputError("em-rounds fills the gaps each time early stopping ends a round: it needs early stopping "
+                         "(--early-stopping N, with held-out rows)")
+    return rounds
 
 
 def is_image_data(data: str) -> bool:

@@ -98,6 +98,11 @@ class EarlyStopping:
             self.step, self.loss = step, loss
             self.weights = {"ema": _copy(ema.state_dict()), "model": _copy(model.state_dict())}
 
+    def restore(self, ema: torch.nn.Module, model: torch.nn.Module) -> None:
+        """Load the weights of the lowest held-out loss into ``ema`` and ``model``."""
+        ema.load_state_dict(self.weights["ema"])
+        model.load_state_dict(self.weights["model"])
+
     def done(self, step: int) -> bool:
         return self.step is not None and step - self.step >= self.patience * self.every
 

@@ -38,6 +38,7 @@ from .batches import GlobalBatches
 from .config import TrainConfig, read_run_config
 from .folder import (DATA_HASH, RunLock, check_run_folder, check_same_data, last_checkpoint, load_latest_checkpoint,
                      prepare_run, remove_leftovers, save_checkpoint, truncate_metrics)
+from .gaps import GapFiller
 from .heldout import KEYS, EarlyStopping, HeldOutLoss, training_and_heldout
 from .logs import MetricsLog, tensorboard_writer
 from .preview import write_preview
@@ -225,6 +226,9 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
     data_hash = data.sha256() if procs.main else None  # of the whole data set, as a resume checks it
     if data.has_missing:  # refused before the run folder exists
         check_missing_values(cfg.loss_type)
+        if cfg.em_rounds and procs.world > 1:
+            raise InputError("EM rounds (--em-rounds, on by default for a table with gaps) run in one process; pass "
+                             "--em-rounds 0 to train under torchrun")
     data, heldout = training_and_heldout(cfg, data)
     schedule = make_schedule(cfg.beta_schedule, cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     batches = GlobalBatches(len(data), cfg.batch_size, cfg.grad_accum, cfg.seed, procs.rank, procs.world)
@@ -244,6 +248,10 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         stopper = EarlyStopping(cfg.early_stopping, cfg.eval_every) if cfg.early_stopping and procs.main else None
         if stopper:
             stopper.load_state(restored)
+        filler = GapFiller(cfg.em_rounds, {"train": data} | ({"heldout": heldout} if heldout else {}), cfg.seed) \
+            if cfg.em_rounds and data.has_missing else None
+        if filler:
+            filler.load_state(restored)
         torch.manual_seed(cfg.seed + procs.rank)  # rank-local randomness; the batch stream is GlobalBatches'
         net = DistributedDataParallel(model) if procs.world > 1 else model
         forward = torch.compile(net) if cfg.compile else net
@@ -326,15 +334,19 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                               cfg.variance_type, conditioning, *written_as)
 
         def checkpoint() -> Path | None:
-            state = learner.state_dict(step, time.perf_counter() - start) | (stopper.state_dict() if stopper else {})
+            state = learner.state_dict(step, time.perf_counter() - start) | (stopper.state_dict() if stopper else {}) \
+                | (filler.state_dict() if filler else {})
             return save_checkpoint(run, step, state, cfg.keep_checkpoints) if procs.main else None
 
         signals = stack.enter_context(StopSignals())
         bar = stack.enter_context(tqdm(total=cfg.steps or int(cfg.time_budget), initial=step if cfg.steps else 0,
                                        disable=not (progress and procs.main), unit="step" if cfg.steps else "s",
                                        desc="train", dynamic_ncols=True))
-        held_out = HeldOutLoss(objective, data, heldout, cfg.eval_size, T, cfg.seed, device, micro) \
-            if cfg.eval_every and procs.main else None
+        def held_out_loss() -> HeldOutLoss | None:  # its fixed batches carry the data sets' fills of the moment
+            return HeldOutLoss(objective, data, heldout, cfg.eval_size, T, cfg.seed, device, micro) \
+                if cfg.eval_every and procs.main else None
+
+        held_out = held_out_loss()
         start = time.perf_counter() - elapsed
         meter = SpeedMeter(step)
         last_log, shown = (time.perf_counter(), step), {}
@@ -356,6 +368,11 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
                     stopper.update(step, scores[KEYS["heldout"]], learner.ema, model)
                 if evaluating and cfg.early_stopping:  # decided on the main process, followed by every rank
                     stopped = distributed.any_rank(procs, bool(stopper and stopper.done(step)))
+                if stopped and filler and filler.rounds_left:  # EM: fill the gaps, train on from the best weights
+                    stopper.restore(learner.ema, model)
+                    filler.fill(exported(), step)
+                    stopper, held_out = EarlyStopping(cfg.early_stopping, cfg.eval_every), held_out_loss()
+                    stopped = False
                 row = log.write(step, lr, (step - last_log[1]) / (now - last_log[0]), now - start, scores)
                 last_log = (now, step)
                 shown |= dict(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.0f}")
@@ -376,13 +393,14 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         if step % cfg.checkpoint_every:  # the end of the budget: a run can be continued from where it stopped
             checkpoint()
         if stopper and stopper.weights:  # the exported model: the weights of the lowest held-out loss
-            learner.ema.load_state_dict(stopper.weights["ema"])
-            model.load_state_dict(stopper.weights["model"])
+            stopper.restore(learner.ema, model)
         if procs.main:
             check_finite_weights({"EMA": learner.ema.ema_model, "online": model}, run)
             exported().save(run / "model", online=model)
     if procs.main:  # after the progress bar closed
         print(speed.line(), flush=True)
+        if filler and filler.filled_at:
+            print(filler.line(), flush=True)
         if stopper and stopper.weights:
             print(stopper.line(step), flush=True)
         for warning in speed.warnings():
