@@ -44,14 +44,17 @@ def net(x_t, t):
     return torch.sin(3 * x_t) * (t[:, None] / T) + 0.2 * x_t.roll(1, dims=1) + 0.1
 
 
-def masked_loss_by_hand(prediction_type, s, x0, eps, mask, weight):
-    """weight_t * sum over the observed entries of (out - target)^2 / D, sample by sample."""
+def masked_loss_by_hand(prediction_type, s, x0, eps, mask, weight, filled=False):
+    """weight_t * sum over the observed entries of (out - target)^2 / D, sample by sample; x_0 at the missing entries
+    taken as 0, or as x0's values there when ``filled``."""
     losses = []
     for i in range(B):
         a, sd = s.alpha_bar[TS[i]].sqrt().item(), (1 - s.alpha_bar[TS[i]]).sqrt().item()
         obs = mask[i].nonzero().flatten()
         x_t = sd * eps[i].clone()  # missing entries: x_0 = 0, pure noise
         x_t[obs] += a * x0[i, obs]
+        if filled:
+            x_t[~mask[i]] += a * x0[i, ~mask[i]]
         out = net(x_t[None], TS[i:i + 1].double())[0, obs]
         target = {"epsilon": eps[i, obs], "sample": x0[i, obs], "v_prediction": a * eps[i, obs] - sd * x0[i, obs]}
         losses.append(weight[i] * ((out - target[prediction_type]) ** 2).sum() / D)
@@ -78,6 +81,21 @@ def test_masked_loss_is_the_mean_square_on_the_observed_entries(setup, predictio
     assert vlb is None
     assert torch.equal(simple_loss(net, x0, s, prediction_type, t=TS, eps=eps, mask=mask, loss_weighting=weighting),
                        loss)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_a_filled_missing_entry_enters_x_t_and_never_the_loss(setup, prediction_type):
+    """x0 holding values at its missing entries (an EM fill, train/gaps.py): the network receives x_t = sqrt(abar)
+    fill + sqrt(1 - abar) eps there, and the loss still sums the observed entries alone."""
+    s, x0, eps, mask = setup
+    fill = torch.linspace(-2, 2, B * D, dtype=torch.float64).view(B, D)
+    x0 = torch.where(mask, x0, fill)
+    loss, _ = training_loss(net, x0, s, prediction_type, t=TS, eps=eps, mask=mask)
+    ones = torch.ones(B, dtype=torch.float64)
+    torch.testing.assert_close(loss, masked_loss_by_hand(prediction_type, s, x0, eps, mask, ones, filled=True),
+                               rtol=1e-12, atol=0)
+    assert not torch.equal(loss, training_loss(net, x0.masked_fill(~mask, 0), s, prediction_type, t=TS, eps=eps,
+                                               mask=mask)[0])
 
 
 @pytest.mark.parametrize("weighting", ["none", "min_snr"])
