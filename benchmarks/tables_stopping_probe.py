@@ -31,14 +31,7 @@ from gaussdiff.data.tables import encode, read_table  # noqa: E402
 from gaussdiff.imputation import impute  # noqa: E402
 from gaussdiff.saved import load_model  # noqa: E402
 from gaussdiff.train import TrainConfig, train  # noqa: E402
-from gaussdiff.train.folder import read_checkpoint  # noqa: E402
-
-EMA_PREFIX = "ema_model."
-
-
-def ema_weights(checkpoint: dict) -> dict:
-    """The EMA network's state dict inside a training checkpoint (ema-pytorch keeps it under ``ema_model.``)."""
-    return {k[len(EMA_PREFIX):]: v for k, v in checkpoint["ema"].items() if k.startswith(EMA_PREFIX)}
+from gaussdiff.train.folder import ema_network_state, read_checkpoint  # noqa: E402
 
 
 def held_out_losses(run: Path) -> dict[int, float]:
@@ -79,7 +72,7 @@ def main() -> None:
     codes = encode(read_table(csv), model.transform.specs)
     options = {"method": args.method} if args.method else {}
     for step in args.at:
-        model.network.load_state_dict(ema_weights(read_checkpoint(run / "checkpoints" / f"step_{step:08d}.pt")))
+        model.network.load_state_dict(ema_network_state(read_checkpoint(run / "checkpoints" / f"step_{step:08d}.pt")))
         start = time.perf_counter()
         result = impute(model, codes, draws=args.draws, seed=args.seed, **options)
         by_k = {k: tm.z_rmse(bench.point_values(result, k, table, model.transform.specs), truth, removed, scale)

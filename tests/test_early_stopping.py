@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from gaussdiff.cli import main
 from gaussdiff.train import TrainConfig, train
 from gaussdiff.train.config import PATIENCE, TABLE_DEFAULTS
-from gaussdiff.train.folder import read_checkpoint
+from gaussdiff.train.folder import ema_network_state, read_checkpoint
 
 EVERY, PATIENCE_HERE = 10, 3
 
@@ -34,10 +34,6 @@ def overfitting(tmp_path, name="r", **extra) -> TrainConfig:
 def held_out(run) -> dict[int, float]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["eval_heldout_loss"] for r in rows if "eval_heldout_loss" in r}
-
-
-def ema_of(checkpoint) -> dict:
-    return {k.removeprefix("ema_model."): v for k, v in checkpoint["ema"].items() if k.startswith("ema_model.")}
 
 
 def same_tensors(a: dict, b: dict) -> bool:
@@ -60,10 +56,11 @@ def test_training_stops_patience_evaluations_after_the_lowest_held_out_loss(whol
 def test_the_model_holds_the_weights_of_the_lowest_held_out_loss(whole):
     losses = held_out(whole)
     best = read_checkpoint(whole / "checkpoints" / f"step_{min(losses, key=losses.get):08d}.pt")
-    assert same_tensors(load_file(whole / "model" / "model.safetensors"), ema_of(best))
+    assert same_tensors(load_file(whole / "model" / "model.safetensors"), ema_network_state(best))
     assert same_tensors(load_file(whole / "model" / "online.safetensors"), best["model"])
     last = read_checkpoint(whole / "checkpoints" / f"step_{max(losses):08d}.pt")
-    assert not same_tensors(ema_of(last), ema_of(best))  # the last weights (kept for a resume) are not the model's
+    # the last weights (kept for a resume) are not the model's
+    assert not same_tensors(ema_network_state(last), ema_network_state(best))
 
 
 def test_a_run_resumed_between_its_lowest_loss_and_its_stop_ends_the_same(whole, tmp_path):

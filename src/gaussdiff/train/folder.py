@@ -226,6 +226,13 @@ def load_latest_checkpoint(run: Path, device="cpu") -> tuple[Path, dict]:
     raise InputError(f"cannot resume {run}: none of its {len(files)} checkpoints is readable")
 
 
+def ema_network_state(checkpoint: dict) -> dict:
+    """The EMA network's state dict inside a checkpoint that :func:`read_checkpoint` read (ema-pytorch keeps it
+    under ``ema_model.``, beside its own counters): the weights the exported model.safetensors holds."""
+    prefix = "ema_model."
+    return {k.removeprefix(prefix): v for k, v in checkpoint["ema"].items() if k.startswith(prefix)}
+
+
 def read_checkpoint(path: Path, device="cpu") -> dict:
     """The state :func:`save_checkpoint` wrote to ``path`` (without its checksum), verified against its checksum when
     it has one; UnusableCheckpoint otherwise. Nothing but tensors and plain values is ever unpickled."""
