@@ -224,13 +224,14 @@ class Imputation:
     """The result of :func:`impute`, in the data's units (float64; a table's codes): ``filled`` (N, C), the rows with
     each missing cell's point estimate and each observed cell as given; ``draws`` (K, N, C), the K completions (the
     observed cells as given); ``missing`` (N, C) bool; ``draws_model`` (K, N, D), the draws in model units; the
-    model's ``transform``."""
+    model's ``transform``; the known-value ``method`` that drew them (what ``auto`` chose)."""
 
     filled: torch.Tensor
     draws: torch.Tensor
     missing: torch.Tensor
     draws_model: torch.Tensor
     transform: object
+    method: str = DEFAULT_METHOD
 
     def intervals(self, level: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) (N, C): the level-``level`` interval of each missing cell of a NUMERIC column (NaN
@@ -267,7 +268,7 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str = 
     decoded = model.transform.inverse(draws_model.flatten(0, 1).double()).double().view(draws, *x.shape)
     draw_codes = torch.where(missing, decoded, x)
     filled = torch.where(missing, point_estimate(draw_codes, draws_model, model.transform), x)
-    return Imputation(filled, draw_codes, missing, draws_model, model.transform)
+    return Imputation(filled, draw_codes, missing, draws_model, model.transform, method)
 
 
 @torch.no_grad()
