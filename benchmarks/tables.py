@@ -315,7 +315,8 @@ def multiple_part(name: str, seed: int, arms, args):
             lower, upper = (b.numpy() for b in result.intervals(level))
             draws = table.from_codes(result.draws.numpy(), specs)
             extra = dict(method=result.method, train_s=trained["train_s"], train_cpu_s=trained["train_cpu_s"],
-                         impute_s=wall, impute_cpu_s=cpu, wall_s=trained["train_s"] + wall, cpu_s=trained["train_cpu_s"] + cpu,
+                         impute_s=wall, impute_cpu_s=cpu, wall_s=trained["train_s"] + wall,
+                         cpu_s=trained["train_cpu_s"] + cpu,
                          settings=dict(train=trained["config"], impute=dict(seed=seed, draws=K, **args.impute)))
         else:
             draws, wall, cpu = timed(posterior_draws, gapped, K, seed)
