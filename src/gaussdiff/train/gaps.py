@@ -16,6 +16,9 @@ where a whole one does.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import torch
 
 from ..data import Dataset
@@ -41,7 +44,10 @@ class GapFiller:
 
     @torch.no_grad()
     def fill(self, model: SavedModel, step: int) -> None:
-        """One E step with ``model`` (the EMA network of the lowest held-out loss), at training step ``step``."""
+        """One E step with ``model`` (the EMA network of the lowest held-out loss), at training step ``step``; on the
+        CPU, where imputation runs (a copy of a network trained elsewhere)."""
+        if next(model.network.parameters()).device.type != "cpu":
+            model = dataclasses.replace(model, network=copy.deepcopy(model.network).cpu())
         sampling = plan(model, DEFAULT_SAMPLER)
         for data in self.sets.values():
             labels = data.labels if data.conditional else None
@@ -65,4 +71,4 @@ class GapFiller:
         if saved is not None:
             self.filled_at = list(saved["filled_at"])
             for name, data in self.sets.items():
-                data.fill = saved["fills"][name]
+                data.fill = saved["fills"][name].cpu()  # batches are made on the CPU

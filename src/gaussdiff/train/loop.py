@@ -342,6 +342,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
         bar = stack.enter_context(tqdm(total=cfg.steps or int(cfg.time_budget), initial=step if cfg.steps else 0,
                                        disable=not (progress and procs.main), unit="step" if cfg.steps else "s",
                                        desc="train", dynamic_ncols=True))
+
         def held_out_loss() -> HeldOutLoss | None:  # its fixed batches carry the data sets' fills of the moment
             return HeldOutLoss(objective, data, heldout, cfg.eval_size, T, cfg.seed, device, micro) \
                 if cfg.eval_every and procs.main else None
