@@ -22,6 +22,7 @@ from gaussdiff.imputation import (
     AUTO_ROWS,
     Imputation,
     choose_method,
+    fair_crps,
     impute_draws,
     interval_rule,
     intervals,
@@ -263,18 +264,20 @@ class MixtureOracle(torch.nn.Module):
 
 
 def test_auto_picks_repaint_under_the_exact_model(schedule):
-    """With the correlated mixture's exact denoiser as the model, RePaint's mean is the better imputation (1.35 x the
-    exact conditional mean's RMSE at its defaults against 1.61 for x_t replacement on 1,000 rows: the test above),
-    so auto, judging the two on 200 hidden observed cells, must pick it; its errors must show the gap (measured
-    here: replace_xt 0.3396, repaint 0.2874; asserted > 1.05 x) and lie above the floor a perfect imputer reaches
-    on the same rows, the exact conditional mean's RMSE, which is at least ~0.2 here (0.24 on the removed cells)."""
+    """With the correlated mixture's exact denoiser as the model, RePaint's draws are the better imputation (the mean's
+    RMSE 1.35 x the exact conditional mean's at its defaults against 1.61 for x_t replacement on 1,000 rows: the test
+    above; its draws nearer the exact conditional law), so auto, judging the two on 200 hidden observed cells, must
+    pick it, and its scores must show the gap: measured here (seeded) CRPS replace_xt 0.2490, repaint 0.2015; RMS
+    error of the mean 0.6077, 0.4572; asserted: replace_xt's above 1.05 x RePaint's on both."""
     gm = correlated_mixture()
     x, missing = mcar(gm, 300, seed=0)
     model = SavedModel(MixtureOracle(gm, schedule), schedule, "sample", Standardize.identity(4), "mixture")
     choice = choose_method(plan(model), torch.where(missing, math.nan, x), seed=0)
     assert choice.method == "repaint" and choice.cells == AUTO_ROWS
-    assert choice.errors["replace_xt"] > 1.05 * choice.errors["repaint"] > 0.2
-    assert choice.line().startswith("method auto: repaint (RMS error in model units on 200 observed cells")
+    assert choice.crps["replace_xt"] > 1.05 * choice.crps["repaint"]
+    assert choice.rmse["replace_xt"] > 1.05 * choice.rmse["repaint"]
+    assert choice.line().startswith("method auto: repaint (on 200 observed cells hidden and imputed, the CRPS of 10 "
+                                    "draws and the RMS error of their mean")
 
 
 def test_auto_hides_one_observed_cell_of_rows_that_have_two(schedule, monkeypatch):
@@ -313,3 +316,18 @@ def test_auto_hides_one_observed_cell_of_rows_that_have_two(schedule, monkeypatc
         sources = [i for i in eligible if torch.equal(y[i][shown], row[shown])
                    and cells_missing(row) == cells_missing(y[i]) + 1]
         assert sources, row
+
+
+def test_fair_crps_of_gaussian_draws_is_the_closed_form():
+    """K = 4,000 draws of N(mu, sigma^2) for 5 values y: the fair CRPS against the Gaussian's closed form
+    sigma [z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)], z = (y - mu) / sigma (Gneiting & Raftery 2007). The estimate's
+    sd is about sigma * 0.6 / sqrt(K) ~ 0.02 here (sigma 2); asserted within 0.06 (3 sd). A draw set that is a copy
+    of y scores exactly 0."""
+    g = torch.Generator().manual_seed(0)
+    mu, sigma = 1.0, 2.0
+    y = torch.tensor([-3.0, 0.0, 1.0, 2.5, 6.0], dtype=torch.float64)
+    draws = mu + sigma * torch.randn(4000, 5, generator=g, dtype=torch.float64)
+    z = ((y - mu) / sigma).numpy()
+    exact = sigma * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(math.pi))
+    torch.testing.assert_close(fair_crps(draws, y), torch.from_numpy(exact), atol=0.06, rtol=0)
+    assert torch.equal(fair_crps(y.expand(3, 5), y), torch.zeros(5, dtype=torch.float64))
