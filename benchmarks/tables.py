@@ -247,7 +247,7 @@ def gaussdiff_impute_row(table: Table, gapped, truth, removed, scale, seed: int,
     one = statistics.mean(tm.z_rmse(d, truth, removed, scale) for d in draws)
     k = DEFAULT_DRAWS if DEFAULT_DRAWS in by_k else most
     return dict(arm="gaussdiff", z_rmse=by_k[k], draws=k, z_rmse_by_draws=by_k, z_rmse_one_draw=one,
-                method=result.method, draws_made=most, steps=trained["steps"], train_s=trained["train_s"],
+                draws_made=most, steps=trained["steps"], train_s=trained["train_s"],
                 train_cpu_s=trained["train_cpu_s"], impute_s=wall, impute_cpu_s=cpu,
                 wall_s=trained["train_s"] + wall, cpu_s=trained["train_cpu_s"] + cpu,
                 settings=dict(train=trained["config"], impute=dict(seed=seed, draws=most, **args.impute)))
@@ -314,9 +314,8 @@ def multiple_part(name: str, seed: int, arms, args):
             (result, specs), wall, cpu = timed(gaussdiff_imputation, run, csv, K, seed, args.impute)
             lower, upper = (b.numpy() for b in result.intervals(level))
             draws = table.from_codes(result.draws.numpy(), specs)
-            extra = dict(method=result.method, train_s=trained["train_s"], train_cpu_s=trained["train_cpu_s"],
-                         impute_s=wall, impute_cpu_s=cpu, wall_s=trained["train_s"] + wall,
-                         cpu_s=trained["train_cpu_s"] + cpu,
+            extra = dict(train_s=trained["train_s"], train_cpu_s=trained["train_cpu_s"], impute_s=wall,
+                         impute_cpu_s=cpu, wall_s=trained["train_s"] + wall, cpu_s=trained["train_cpu_s"] + cpu,
                          settings=dict(train=trained["config"], impute=dict(seed=seed, draws=K, **args.impute)))
         else:
             draws, wall, cpu = timed(posterior_draws, gapped, K, seed)

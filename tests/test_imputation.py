@@ -16,22 +16,14 @@ from scipy import stats
 
 from gaussdiff.columns import ColumnSpec, Table
 from gaussdiff.errors import InputError
-from gaussdiff import imputation
 from gaussdiff.imputation import (
-    AUTO_METHODS,
-    AUTO_ROWS,
     Imputation,
-    choose_method,
-    fair_crps,
     impute_draws,
     interval_rule,
     intervals,
     point_estimate,
 )
 from gaussdiff.mixture import GaussianMixture
-from gaussdiff.nets import MLP
-from gaussdiff.sampling import plan
-from gaussdiff.saved import SavedModel
 from gaussdiff.samplers.known import sample_known
 from gaussdiff.schedule import make_schedule
 from gaussdiff.transforms import Standardize
@@ -245,89 +237,3 @@ def test_point_estimate_error_against_the_exact_conditional_mean(schedule):
     assert abs(coverage(lower, upper, x, missing) - 0.9) < 0.06
     replaced = impute_draws(denoiser, schedule, y, 10, method="replace_xt", steps=100)
     assert rmse(replaced.mean(0), x, missing) > 1.3 * floor
-
-
-# ---------------------------------------------------------------------------------------------
-# --method auto: the method that imputes the rows' own hidden cells best.
-
-class MixtureOracle(torch.nn.Module):
-    """The exact x0 estimate of a mixture: the network of a model that predicts x0 ("sample") and knows the data's
-    law exactly."""
-
-    def __init__(self, gm: GaussianMixture, schedule):
-        super().__init__()
-        self.denoise, self.anchor = gm.denoiser(schedule), torch.nn.Parameter(torch.zeros(()))
-        self.config = {"kind": "oracle", "sample_shape": [gm.means.shape[1]]}
-
-    def forward(self, x_t, t, cond=None):
-        return self.denoise(x_t.double(), t).to(x_t.dtype)
-
-
-def test_auto_picks_repaint_under_the_exact_model(schedule):
-    """With the correlated mixture's exact denoiser as the model, RePaint's draws are the better imputation (the mean's
-    RMSE 1.35 x the exact conditional mean's at its defaults against 1.61 for x_t replacement on 1,000 rows: the test
-    above; its draws nearer the exact conditional law), so auto, judging the two on 200 hidden observed cells, must
-    pick it, and its scores must show the gap: measured here (seeded) CRPS replace_xt 0.2490, repaint 0.2015; RMS
-    error of the mean 0.6077, 0.4572; asserted: replace_xt's above 1.05 x RePaint's on both."""
-    gm = correlated_mixture()
-    x, missing = mcar(gm, 300, seed=0)
-    model = SavedModel(MixtureOracle(gm, schedule), schedule, "sample", Standardize.identity(4), "mixture")
-    choice = choose_method(plan(model), torch.where(missing, math.nan, x), seed=0)
-    assert choice.method == "repaint" and choice.cells == AUTO_ROWS
-    assert choice.crps["replace_xt"] > 1.05 * choice.crps["repaint"]
-    assert choice.rmse["replace_xt"] > 1.05 * choice.rmse["repaint"]
-    assert choice.line().startswith("method auto: repaint (on 200 observed cells hidden and imputed, the CRPS of 10 "
-                                    "draws and the RMS error of their mean")
-
-
-def test_auto_hides_one_observed_cell_of_rows_that_have_two(schedule, monkeypatch):
-    """The rows each method imputes: up to AUTO_ROWS of the input's rows with >= 2 observed cells, each with exactly
-    one of them hidden (all its entries: a one-hot too), the same rows and cells for both methods. Row i's x and k
-    are i / 100 and i, so a check row names the input row it came from."""
-    specs = [ColumnSpec("x", "continuous", transform="standardize"),
-             ColumnSpec("c", "categorical", categories=["a", "b", "c"]), ColumnSpec("k", "integer")]
-    n = 240
-    codes = torch.stack([torch.arange(n) / 100, torch.arange(n) % 3, torch.arange(n)], 1).double()
-    g = torch.Generator().manual_seed(3)
-    codes[torch.rand(codes.shape, generator=g) < 0.4] = math.nan
-    transform = Table.fit(codes, specs)
-    model = SavedModel(MLP(transform.sample_shape[0], 50, width=8, depth=1, emb_dim=8), make_schedule("linear", 50),
-                       "epsilon", transform, "t")
-    seen = []
-
-    def recording(denoiser, schedule, y_known, draws, **kwargs):
-        seen.append((kwargs["method"], y_known.clone()))
-        return y_known.nan_to_num(0.0).expand(draws, *y_known.shape)
-
-    monkeypatch.setattr(imputation, "impute_draws", recording)
-    choice = imputation.choose_method(plan(model), codes, seed=1)
-    (m1, a), (m2, b) = seen
-    assert (m1, m2) == AUTO_METHODS and torch.equal(a.isnan(), b.isnan()) and choice.cells == len(a)
-    y = transform.forward(codes).float()
-
-    def cells_missing(row):
-        assert all(torch.isnan(row[s]).all() or not torch.isnan(row[s]).any() for s in transform.model_slices)
-        return sum(bool(torch.isnan(row[s]).all()) for s in transform.model_slices)
-
-    eligible = [i for i in range(n) if cells_missing(y[i]) <= 1]
-    assert len(a) == min(AUTO_ROWS, len(eligible)) < n
-    for row in a:
-        shown = ~row.isnan()
-        sources = [i for i in eligible if torch.equal(y[i][shown], row[shown])
-                   and cells_missing(row) == cells_missing(y[i]) + 1]
-        assert sources, row
-
-
-def test_fair_crps_of_gaussian_draws_is_the_closed_form():
-    """K = 4,000 draws of N(mu, sigma^2) for 5 values y: the fair CRPS against the Gaussian's closed form
-    sigma [z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)], z = (y - mu) / sigma (Gneiting & Raftery 2007). The estimate's
-    sd is about sigma * 0.6 / sqrt(K) ~ 0.02 here (sigma 2); asserted within 0.06 (3 sd). A draw set that is a copy
-    of y scores exactly 0."""
-    g = torch.Generator().manual_seed(0)
-    mu, sigma = 1.0, 2.0
-    y = torch.tensor([-3.0, 0.0, 1.0, 2.5, 6.0], dtype=torch.float64)
-    draws = mu + sigma * torch.randn(4000, 5, generator=g, dtype=torch.float64)
-    z = ((y - mu) / sigma).numpy()
-    exact = sigma * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(math.pi))
-    torch.testing.assert_close(fair_crps(draws, y), torch.from_numpy(exact), atol=0.06, rtol=0)
-    assert torch.equal(fair_crps(y.expand(3, 5), y), torch.zeros(5, dtype=torch.float64))

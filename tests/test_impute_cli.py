@@ -17,9 +17,8 @@ from gaussdiff.cli import main
 from gaussdiff.columns import Table
 from gaussdiff.data.schema import infer_schema
 from gaussdiff.data.tables import decode, encode, read_table
-from gaussdiff.imputation import choose_method, impute
+from gaussdiff.imputation import impute
 from gaussdiff.nets import MLP
-from gaussdiff.sampling import plan
 from gaussdiff.saved import SavedModel, class_conditioning, load_model
 from gaussdiff.schedule import make_schedule
 from gaussdiff.transforms import Standardize
@@ -294,23 +293,3 @@ def test_the_python_api_imputes_codes_as_the_command_does(runs, gaps, tmp_path):
     numeric_missing = result.missing & torch.tensor([True, False, True, False])  # x and count
     assert torch.equal(torch.isnan(lower), ~numeric_missing) and torch.equal(torch.isnan(upper), ~numeric_missing)
     assert (lower[numeric_missing] <= upper[numeric_missing]).all()
-
-
-def test_method_auto_says_what_it_chose_and_imputes_as_that_method_does(runs, gaps, tmp_path, capsys):
-    """--method auto prints its choice and the errors behind it (choose_method's line for the same rows and seed),
-    then writes what --method CHOSEN writes; the Python API's method="auto" fills the same values."""
-    fast = ["--steps", "10", "--jump-length", "5", "--jump-count", "2", "--threads", "1", "--draws", "4"]
-    auto, chosen = tmp_path / "auto.csv", tmp_path / "chosen.csv"
-    assert main(["impute", str(runs / "table"), "--data", str(gaps), "--out", str(auto), "--method", "auto",
-                 *fast]) == 0
-    err = capsys.readouterr().err
-    model = load_model(runs / "table")
-    codes = encode(read_table(gaps), model.table.specs)
-    choice = choose_method(plan(model), codes, seed=0, steps=10, jump_length=5, jump_n_sample=2)
-    assert choice.line() in err and f"draws each: {choice.method} on " in err
-    assert main(["impute", str(runs / "table"), "--data", str(gaps), "--out", str(chosen), "--method", choice.method,
-                 *fast]) == 0
-    assert read_csv(auto) == read_csv(chosen)
-    result = impute(model, codes, draws=4, method="auto", steps=10, jump_length=5, jump_n_sample=2)
-    again = impute(model, codes, draws=4, method=choice.method, steps=10, jump_length=5, jump_n_sample=2)
-    assert torch.equal(result.filled, again.filled)

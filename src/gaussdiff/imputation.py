@@ -34,7 +34,7 @@ from .columns import Table, rounded
 from .errors import InputError, check_int
 from .param import Denoiser, ReverseModel
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING
-from .samplers.known import default_steps, sample_known
+from .samplers.known import sample_known
 from .samplers.repaint import JUMP_LENGTH, JUMP_N_SAMPLE
 from .sampling import Plan, finite, plan, sampler_inputs
 from .saved import SavedModel
@@ -57,10 +57,6 @@ from .schedule import NoiseSchedule
 DEFAULT_DRAWS = 50
 DEFAULT_METHOD = "replace_xt"
 NUMERIC = ("continuous", "integer", "positive", "bounded")  # the kinds that get a mean and an interval
-AUTO = "auto"  # choose_method's candidates, tried on the rows' own observed cells
-AUTO_METHODS = ("replace_xt", "repaint")
-AUTO_ROWS, AUTO_DRAWS = 200, 10
-AUTO_SCORE = "crps"  # or "rmse": what choose_method ranks the methods by
 
 
 def column_layout(transform) -> tuple[list[str], list[slice]]:
@@ -163,89 +159,17 @@ def intervals(draws_model: torch.Tensor, level: float, transform) -> tuple[torch
 
 
 @dataclass
-class MethodChoice:
-    """What :func:`choose_method` found on ``cells`` observed cells it hid: by method, the draws' CRPS and the RMS
-    error of their mean (model units); ``method`` the one of the lower AUTO_SCORE."""
-
-    method: str
-    crps: dict[str, float]
-    rmse: dict[str, float]
-    cells: int
-
-    def line(self) -> str:
-        scores = "; ".join(f"{m} {self.crps[m]:.4f}, {self.rmse[m]:.4f}" for m in self.crps)
-        return (f"method auto: {self.method} (on {self.cells} observed cells hidden and imputed, the CRPS of "
-                f"{AUTO_DRAWS} draws and the RMS error of their mean, model units: {scores}; lower {AUTO_SCORE} wins)")
-
-
-def fair_crps(draws: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The fair CRPS (Ferro 2014) of K draws (K, ...) of each value y (...): E|X - y| - E|X - X'| / 2 over the K(K-1)
-    ordered pairs of distinct draws, an unbiased estimate of the CRPS of the law they come from. A proper score:
-    lowest for the true predictive law, so it rewards accurate and calibrated draws, not only an accurate mean."""
-    K = len(draws)
-    rank = torch.arange(1, K + 1, dtype=draws.dtype).view(-1, *[1] * (draws.ndim - 1))
-    pairs = 2 * ((2 * rank - K - 1) * draws.sort(0).values).sum(0)  # sum of |X_k - X_l| over ordered pairs
-    return (draws - y).abs().mean(0) - pairs / (2 * K * (K - 1))
-
-
-def choose_method(sampling: Plan, x, *, labels: torch.Tensor | None = None, seed: int = 0, steps: int | None = None,
-                  spacing: str = DEFAULT_SPACING, jump_length: int = JUMP_LENGTH,
-                  jump_n_sample: int = JUMP_N_SAMPLE, batch_size: int = 10_000) -> MethodChoice:
-    """The known-value method (of AUTO_METHODS) that imputes these rows best, judged on their own cells: up to
-    AUTO_ROWS rows (seeded) with two or more observed cells each lose one of them (at random), which each method then
-    imputes from AUTO_DRAWS draws; the lower RMS error of the draws' mean on those entries wins (model units: z-units
-    for a standardized column). Which method wins depends on the model and the table (issue 13's benchmark: RePaint
-    on iris, x_t replacement on breast cancer, by 12-20 %). The hidden cells were seen in training, as the gaps were
-    not; both methods are judged on the same ones. ``steps``: each method's own default (known.default_steps) when
-    None."""
-    model = sampling.model
-    _, slices = column_layout(model.transform)
-    y = model.transform.forward(torch.as_tensor(x, dtype=torch.float64)).float()
-    g = torch.Generator().manual_seed(seed)
-    cells = torch.stack([~torch.isnan(y[:, entries]).any(1) for entries in slices if entries.stop > entries.start], 1)
-    widths = [entries for entries in slices if entries.stop > entries.start]
-    rows = torch.randperm(len(y), generator=g)
-    rows = rows[cells[rows].sum(1) >= 2][:AUTO_ROWS]
-    if not len(rows):
-        raise InputError("--method auto hides an observed cell of rows with two or more, and these rows have none: "
-                         f"pick a method ({', '.join(AUTO_METHODS)})")
-    weights = torch.rand(len(rows), cells.shape[1], generator=g) * cells[rows]
-    hidden_cell = weights.argmax(1)  # one observed cell per row, at random
-    hidden = torch.zeros(len(rows), y.shape[1], dtype=torch.bool)
-    for i, j in enumerate(hidden_cell.tolist()):
-        hidden[i, widths[j]] = True
-    check = y[rows].masked_fill(hidden, math.nan)
-    denoiser, options = sampling.denoiser(None, len(rows))
-
-    def conditional(part):  # the denoiser given the classes of the check rows a batch completes
-        return sampler_inputs(model, sampling.sampler, sampling.options, labels[rows[part]], sampling.guidance)[0]
-
-    crps, rmse = {}, {}
-    for method in AUTO_METHODS:
-        draws = impute_draws(denoiser, model.schedule, check, AUTO_DRAWS, method=method, sampler=sampling.sampler,
-                             steps=steps or default_steps(method, model.schedule.T), spacing=spacing,
-                             grid_options=sampling.grid_options, seed=seed, batch_size=batch_size,
-                             jump_length=jump_length, jump_n_sample=jump_n_sample,
-                             denoiser_of=None if labels is None else conditional, **options)
-        crps[method] = float(fair_crps(draws[:, hidden].double(), y[rows][hidden].double()).mean())
-        rmse[method] = float((draws.mean(0) - y[rows])[hidden].double().pow(2).mean().sqrt())
-    ranked = crps if AUTO_SCORE == "crps" else rmse
-    return MethodChoice(min(ranked, key=ranked.get), crps, rmse, len(rows))
-
-
-@dataclass
 class Imputation:
     """The result of :func:`impute`, in the data's units (float64; a table's codes): ``filled`` (N, C), the rows with
     each missing cell's point estimate and each observed cell as given; ``draws`` (K, N, C), the K completions (the
     observed cells as given); ``missing`` (N, C) bool; ``draws_model`` (K, N, D), the draws in model units; the
-    model's ``transform``; the known-value ``method`` that drew them (what ``auto`` chose)."""
+    model's ``transform``."""
 
     filled: torch.Tensor
     draws: torch.Tensor
     missing: torch.Tensor
     draws_model: torch.Tensor
     transform: object
-    method: str = DEFAULT_METHOD
 
     def intervals(self, level: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) (N, C): the level-``level`` interval of each missing cell of a NUMERIC column (NaN
@@ -282,7 +206,7 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str = 
     decoded = model.transform.inverse(draws_model.flatten(0, 1).double()).double().view(draws, *x.shape)
     draw_codes = torch.where(missing, decoded, x)
     filled = torch.where(missing, point_estimate(draw_codes, draws_model, model.transform), x)
-    return Imputation(filled, draw_codes, missing, draws_model, model.transform, method)
+    return Imputation(filled, draw_codes, missing, draws_model, model.transform)
 
 
 @torch.no_grad()
@@ -301,9 +225,6 @@ def impute(model: SavedModel, x, draws: int = DEFAULT_DRAWS, *, method: str = DE
         lower, upper = result.intervals(0.9)
     """
     sampling = plan(model, sampler, options, clip=clip_x0)
-    if method == AUTO:
-        method = choose_method(sampling, x, seed=seed, steps=steps, spacing=spacing, jump_length=jump_length,
-                               jump_n_sample=jump_n_sample, batch_size=batch_size).method
     with tqdm(desc="impute", unit="move", disable=not progress) as bar:
         return impute_with(sampling, x, draws, method=method, steps=steps, spacing=spacing, seed=seed,
                            batch_size=batch_size, jump_length=jump_length, jump_n_sample=jump_n_sample,

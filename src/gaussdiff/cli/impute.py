@@ -21,8 +21,7 @@ from ..data.dataset import class_name
 from ..data.files import check_output_path, csv_lines, fits_float32, read_npy, save_array
 from ..data.tables import check_header, encode, is_missing, parse_number, pop_column, read_table, write_table
 from ..errors import InputError
-from ..imputation import (AUTO, AUTO_DRAWS, AUTO_METHODS, AUTO_ROWS, DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC,
-                          choose_method, column_layout, impute_with)
+from ..imputation import DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC, column_layout, impute_with
 from ..samplers.known import default_steps, known_nfe
 from .common import HelpFormatter, conditioning_note, label_column, positive
 from .inpaint import add_known_value_arguments
@@ -53,10 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--intervals-out", default=None,
                    help="where --intervals go, a .csv of row, column, value, lower, upper (default: beside --out, "
                         "STEM.intervals.csv)")
-    add_known_value_arguments(p, DEFAULT_METHOD, (AUTO,),
-                              f"; auto: hide one observed cell in each of up to {AUTO_ROWS} rows, impute them by "
-                              f"{' and by '.join(AUTO_METHODS)} ({AUTO_DRAWS} draws), keep the one with the lower "
-                              "error")
+    add_known_value_arguments(p, DEFAULT_METHOD)
     # no --class or guidance: a class-conditional model imputes each row given the class in its label column
     p.set_defaults(classes=None, guidance=None, guidance_interval=None, guidance_interval_unit="sigma",
                    guidance_rescale=0.0)
@@ -257,12 +253,6 @@ def run(args) -> None:
     outputs = check_outputs(args, model.table is not None)
     rows = read_rows(args.data, model, args.run)
     check_gaps(rows, model, args.data)
-    if args.method == AUTO:
-        choice = choose_method(sampling, rows.x, labels=rows.labels, seed=args.seed, steps=args.steps,
-                               spacing=args.spacing, jump_length=args.jump_length, jump_n_sample=args.jump_count,
-                               batch_size=args.batch_size)
-        print(choice.line(), file=sys.stderr)
-        args.method = choice.method
     steps = args.steps or default_steps(args.method, model.schedule.T)
     nfe = known_nfe(args.method, args.sampler, steps, args.jump_length, args.jump_count)
     gaps = int(torch.isnan(rows.x).any(1).sum())

@@ -45,10 +45,10 @@ def add_parser(sub) -> None:
     add_class_arguments(p)
 
 
-def add_known_value_arguments(p, method: str = DEFAULT_METHOD, more: tuple[str, ...] = (), more_help: str = "") -> None:
-    """--method (default ``method``; ``more``: choices beside METHODS, told by ``more_help``), the sampler's options
-    and RePaint's jumps: how a command with known values draws the rest."""
-    p.add_argument("--method", choices=(*METHODS, *more), default=method, help=METHOD_HELP + more_help)
+def add_known_value_arguments(p, method: str = DEFAULT_METHOD) -> None:
+    """--method (default ``method``), the sampler's options and RePaint's jumps: how a command with known values
+    draws the rest."""
+    p.add_argument("--method", choices=METHODS, default=method, help=METHOD_HELP)
     add_sampler_arguments(p, "250 for repaint (the paper's), else min(100, T)")
     p.add_argument("--jump-length", type=int, default=JUMP_LENGTH, help="repaint: steps walked back up per jump (j)")
     p.add_argument("--jump-count", type=int, default=JUMP_N_SAMPLE,
