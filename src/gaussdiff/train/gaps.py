@@ -7,8 +7,9 @@ Data Imputation"), the model then alternates: E step, each missing entry := the 
 draws given the row's observed cells (``imputation``, the default method); M step, training goes on from the weights
 of the lowest held-out loss with those values as the network's input, until early stopping ends the round. Unlike
 DiffPuter the loss stays on the observed entries: an imputed mean is a point, and training on it as data narrows the
-model's conditional spread (issue 13's probe: 90 % intervals covering 0.82-0.89 of removed values instead of
-0.88-0.94), while as input alone it keeps the spread and lowers the error as much (benchmarks/RESULTS.md).
+model's conditional spread (issue 13's seed-0 probe: 90 % intervals from 10 draws covering 0.82-0.89 of the removed
+values), while as input alone it keeps more of the spread (0.85-0.91 over seeds 0-2) and lowers the error as much or
+more (benchmarks/RESULTS.md, "Tables with gaps: EM rounds").
 
 The fills of the training and held-out rows travel in each checkpoint (key ``em``), so a resumed run fills and stops
 where a whole one does.
