@@ -7,6 +7,7 @@ ends with the same bytes."""
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,7 +71,7 @@ def held_out(run) -> dict[int, float]:
     return {r["step"]: r["eval_heldout_loss"] for r in rows if "eval_heldout_loss" in r}
 
 
-def checkpoints(run) -> dict[int, dict]:
+def checkpoints(run) -> dict[int, Path]:
     return {int(p.stem.split("_")[1]): p for p in (run / "checkpoints").glob("step_*.pt")}
 
 
@@ -132,6 +133,7 @@ def test_a_resumed_run_fills_and_ends_the_same(table, whole, tmp_path, before):
     assert held_out(part) == held_out(whole) and filled_at(part) == filled_at(whole)
 
 
+@pytest.mark.slow  # two rounds from the command line, ~4 s
 def test_the_end_names_the_fills(table, tmp_path, capsys):
     path = table[0]
     code = main(["train", "--data", path, "--out", str(tmp_path / "r"), "--holdout", "0.25", "--steps", "3000",
