@@ -49,7 +49,7 @@ def exact_conditional_means(x, missing):
 
 
 def config(path, out, **extra) -> TrainConfig:
-    """A small network at a high rate on the table: the held-out loss turns up within a few hundred steps."""
+    """A small network on the table: the held-out loss turns up within a few hundred steps."""
     return TrainConfig(out=str(out), data=path, holdout=0.25, steps=3000, batch_size=180, width=64, depth=2,
                        emb_dim=32, num_train_timesteps=100, threads=1, lr=3e-3, lr_schedule="constant",
                        eval_every=EVERY, log_every=EVERY, checkpoint_every=EVERY, keep_checkpoints=1000,
