@@ -521,6 +521,16 @@ def report(path: str) -> None:
     synth_report(rows)
 
 
+def add_probe_arguments(p: argparse.ArgumentParser, work: str) -> None:
+    """What the tables probes share: --tables (the four scikit-learn tables), --seeds, --threads, --work (where the
+    trained runs are, default ``work``) and --out."""
+    p.add_argument("--tables", nargs="+", default=list(SKLEARN), choices=list(SKLEARN))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", default=work)
+    p.add_argument("--out", required=True)
+
+
 def key_values(items: list[str]) -> dict:
     """KEY=VALUE pairs as a dict, each value read as JSON where it parses (numbers, true, null), else as text."""
     out = {}

@@ -2,7 +2,7 @@
 ``train/gaps.py``) or one draw (a proper multiple imputation).
 
 On tables.py's gapped tables (round(20 %) of cells removed, by seed), gaussdiff trained as tables.py trains it (the
-tool's defaults: early stopping, --em-rounds 2), with ``GapFiller.fill`` replaced so that a gap's fill is the first of
+tool's defaults: early stopping, --em-rounds 2), with ``GapFiller.value`` replaced so that a gap's fill is the first of
 its 50 draws; scored as tables.py scores it: the z-RMSE of the mean of K = 50 draws (x_t replacement) and the 0.9
 interval coverage of K = 10 draws. Compare with tables.py's own rows (the mean fill) for the same tables and seeds.
 
@@ -25,32 +25,20 @@ import tables as bench  # noqa: E402
 from provenance import Provenance  # noqa: E402
 
 import gaussdiff.train.gaps as gaps  # noqa: E402
-from gaussdiff.imputation import impute_with  # noqa: E402
-from gaussdiff.samplers import DEFAULT_SAMPLER  # noqa: E402
-from gaussdiff.sampling import plan  # noqa: E402
 
 
-@torch.no_grad()
-def fill_with_one_draw(self: gaps.GapFiller, model, step: int) -> None:
-    """GapFiller.fill with each gap's first draw in place of the draws' mean."""
-    sampling = plan(model, DEFAULT_SAMPLER)
-    for data in self.sets.values():
-        imputed = impute_with(sampling, data.data, self.draws, seed=self.seed + len(self.filled_at))
-        data.fill = imputed.draws_model[0].float()
-    self.filled_at.append(step)
+def first_draw(draws: torch.Tensor) -> torch.Tensor:
+    """GapFiller.value with each gap's first draw in place of the draws' mean."""
+    return draws[0]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tables", nargs="+", default=list(bench.SKLEARN), choices=list(bench.SKLEARN))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--work", default="runs/tables-bench-emdraw")
-    p.add_argument("--out", required=True)
+    bench.add_probe_arguments(p, work="runs/tables-bench-emdraw")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     prov = Provenance(vars(args))
-    gaps.GapFiller.fill = fill_with_one_draw
+    gaps.GapFiller.value = staticmethod(first_draw)
     settings = argparse.Namespace(work=args.work, budget=180, threads=args.threads, train={})
     for seed in args.seeds:
         for name in args.tables:

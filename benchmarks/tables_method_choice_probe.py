@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables as bench  # noqa: E402
 from provenance import Provenance  # noqa: E402
 
 from gaussdiff.data.split import split_rows  # noqa: E402
@@ -52,13 +53,9 @@ def leave_one_cell_out(y: torch.Tensor, slices: list[slice]) -> tuple[torch.Tens
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tables", nargs="+", default=["iris", "wine", "breast_cancer", "diabetes"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    bench.add_probe_arguments(p, work="runs/tables-bench-em")
     p.add_argument("--holdout", type=float, default=0.1, help="the runs' --holdout")
     p.add_argument("--draws", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--work", default="runs/tables-bench-em")
-    p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     prov = Provenance(vars(args))

@@ -54,8 +54,14 @@ class GapFiller:
             labels = data.labels if data.conditional else None
             imputed = impute_with(sampling, data.data, self.draws, seed=self.seed + len(self.filled_at),
                                   labels=labels)
-            data.fill = imputed.draws_model.mean(0).float()
+            data.fill = self.value(imputed.draws_model).float()
         self.filled_at.append(step)
+
+    @staticmethod
+    def value(draws: torch.Tensor) -> torch.Tensor:
+        """A gap's fill from its K draws (K, N, D) in model units: their mean, the E step's estimate of E[x | obs]
+        (benchmarks/tables_em_probe.py tries one draw instead)."""
+        return draws.mean(0)
 
     def line(self) -> str:
         steps = " and ".join(f"{s:,}" for s in self.filled_at)
