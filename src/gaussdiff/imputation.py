@@ -59,6 +59,13 @@ DEFAULT_METHOD = "replace_xt"
 NUMERIC = ("continuous", "integer", "positive", "bounded")  # the kinds that get a mean and an interval
 
 
+def default_method(model: SavedModel, sampler: str = DEFAULT_SAMPLER) -> str:
+    """The known-value method imputation uses unless told: the model's own, chosen where its training ended
+    (``train.impute_choice``; RePaint only on the ancestral sampler ``ddpm``), else DEFAULT_METHOD."""
+    chosen = (model.imputation or {}).get("method", DEFAULT_METHOD)
+    return DEFAULT_METHOD if chosen == "repaint" and sampler != "ddpm" else chosen
+
+
 def column_layout(transform) -> tuple[list[str], list[slice]]:
     """(each column's kind, its slice of the model entries): a table's column specs and model slices; a
     standardization's D columns are continuous, one entry each. InputError for images."""
@@ -178,12 +185,13 @@ class Imputation:
         return torch.where(self.missing, lower, math.nan), torch.where(self.missing, upper, math.nan)
 
 
-def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str = DEFAULT_METHOD,
+def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | None = None,
                 steps: int | None = None, spacing: str = DEFAULT_SPACING, seed: int = 0, batch_size: int = 10_000,
                 jump_length: int = JUMP_LENGTH, jump_n_sample: int = JUMP_N_SAMPLE, labels: torch.Tensor | None = None,
                 callback=None) -> Imputation:
     """Impute the rows ``x`` (N, C) in the data's units (a table's codes), NaN = missing, with the checked sampling
-    settings ``sampling``: K = ``draws`` completions by ``method`` and their point estimates (module doc). A
+    settings ``sampling``: K = ``draws`` completions by ``method`` (None: :func:`default_method`) and their point
+    estimates (module doc). A
     class-conditional model completes each row given its class, ``labels`` (N,) long, or without them its null
     label's unconditional model."""
     model = sampling.model
@@ -198,6 +206,7 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str = 
     def conditional(rows):  # the denoiser given the classes of the input rows a batch completes
         return sampler_inputs(model, sampling.sampler, sampling.options, labels[rows], sampling.guidance)[0]
 
+    method = method or default_method(model, sampling.sampler)
     draws_model = impute_draws(denoiser, model.schedule, model.transform.forward(x).float(), draws, method=method,
                                sampler=sampling.sampler, steps=steps, spacing=spacing,
                                grid_options=sampling.grid_options, seed=seed, batch_size=batch_size,
@@ -210,7 +219,7 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str = 
 
 
 @torch.no_grad()
-def impute(model: SavedModel, x, draws: int = DEFAULT_DRAWS, *, method: str = DEFAULT_METHOD,
+def impute(model: SavedModel, x, draws: int = DEFAULT_DRAWS, *, method: str | None = None,
            sampler: str = DEFAULT_SAMPLER, steps: int | None = None, spacing: str = DEFAULT_SPACING, seed: int = 0,
            batch_size: int = 10_000, jump_length: int = JUMP_LENGTH, jump_n_sample: int = JUMP_N_SAMPLE,
            clip_x0: bool | None = None, progress: bool = False, **options) -> Imputation:

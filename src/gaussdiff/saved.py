@@ -35,6 +35,7 @@ from .param import (
     as_reverse_model,
     check_prediction_type,
 )
+from .samplers.known import METHODS
 from .schedule import NoiseSchedule, schedule_from_config
 from .transforms import transform_from_dict
 
@@ -60,6 +61,7 @@ class SavedModel:
     conditioning: dict | None = None  # class_conditioning(...) of a class-conditional network; None: unconditional
     columns: list[str] | None = None  # vectors: the data's column names (a .csv header), for written samples
     data_dtype: str | None = None  # vectors: DATA_DTYPES, the dtype of samples in the data's units (None: float64)
+    imputation: dict | None = None  # a table with gaps: impute's default method, chosen in training (impute_choice)
 
     def __post_init__(self):
         check_variance_type(self.variance_type)
@@ -69,6 +71,8 @@ class SavedModel:
         if self.conditioning is not None:
             check_conditioning(self.conditioning, config.get("num_classes", 0))
         check_row_format(self.columns, self.data_dtype, self.sample_shape)
+        if self.imputation is not None:
+            check_imputation(self.imputation)
 
     @property
     def classes(self) -> list[str] | None:
@@ -160,7 +164,8 @@ class SavedModel:
             "variance_type": self.variance_type,
             "sample_shape": list(self.sample_shape),
             "data": data,
-        } | ({"conditioning": self.conditioning} if self.conditioning else {})
+        } | ({"conditioning": self.conditioning} if self.conditioning else {}) \
+            | ({"imputation": self.imputation} if self.imputation else {})
 
     def save(self, folder, online: nn.Module | None = None) -> Path:
         """Write the folder whole into a temporary sibling, then swap it in (never half-written)."""
@@ -209,6 +214,13 @@ def check_conditioning(conditioning: dict, num_classes: int) -> None:
     if not (K == num_classes == len(classes) == null) or not 0 <= dropout < 1:
         raise InputError(f"the model's conditioning ({K} classes named {len(classes)}, null label {null}, label "
                          f"dropout {dropout}) does not match its network ({num_classes} classes)")
+
+
+def check_imputation(imputation: dict) -> None:
+    """InputError unless ``imputation`` names a known-value method (the rest of the record is information)."""
+    method = imputation.get("method") if isinstance(imputation, dict) else None
+    if method not in METHODS:
+        raise InputError(f"the model's imputation record names method {method!r}; known: {', '.join(METHODS)}")
 
 
 def check_row_format(columns, dtype, sample_shape: tuple[int, ...]) -> None:
@@ -289,7 +301,7 @@ def load_model(path, weights: str = "ema") -> SavedModel:
         data_name = str(config["data"]["name"])
         variance_type = config.get("variance_type", "fixed_small")  # absent: older files
         sample_shape = tuple(config["sample_shape"])
-        conditioning = config.get("conditioning")
+        conditioning, imputation = config.get("conditioning"), config.get("imputation")  # absent: older files
         columns, data_dtype = config["data"].get("columns"), config["data"].get("dtype")  # absent: older files
         checksums = config.get("checksums", {})  # absent: written before checksums existed
     except (KeyError, TypeError) as e:
@@ -301,7 +313,7 @@ def load_model(path, weights: str = "ema") -> SavedModel:
     network.eval().requires_grad_(False)
     try:
         return SavedModel(network, schedule, prediction_type, transform, data_name, variance_type, conditioning,
-                          columns, data_dtype)
+                          columns, data_dtype, imputation)
     except InputError as e:
         raise InputError(f"{folder / 'config.json'}: {e}") from None
 

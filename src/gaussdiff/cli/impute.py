@@ -21,7 +21,7 @@ from ..data.dataset import class_name
 from ..data.files import check_output_path, csv_lines, fits_float32, read_npy, save_array
 from ..data.tables import check_header, encode, is_missing, parse_number, pop_column, read_table, write_table
 from ..errors import InputError
-from ..imputation import DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC, column_layout, impute_with
+from ..imputation import DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC, column_layout, default_method, impute_with
 from ..samplers.known import default_steps, known_nfe
 from .common import HelpFormatter, conditioning_note, label_column, positive
 from .inpaint import add_known_value_arguments
@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--intervals-out", default=None,
                    help="where --intervals go, a .csv of row, column, value, lower, upper (default: beside --out, "
                         "STEM.intervals.csv)")
-    add_known_value_arguments(p, DEFAULT_METHOD)
+    add_known_value_arguments(p, None, f"the model's, chosen where training ended on held-out cells of a table with "
+                                       f"gaps (gaussdiff train --impute-check-cells), else {DEFAULT_METHOD}")
     # no --class or guidance: a class-conditional model imputes each row given the class in its label column
     p.set_defaults(classes=None, guidance=None, guidance_interval=None, guidance_interval_unit="sigma",
                    guidance_rescale=0.0)
@@ -238,6 +239,18 @@ def write_outputs(args, outputs: dict[str, Path], model, rows: Rows, result) -> 
 
 # ---------------------------------------------------------------------------------------------
 
+def method_source(asked: str | None, model, method: str) -> str:
+    """Why ``method`` is the one used, where the user did not ask for one and the model's training chose."""
+    record = model.imputation
+    if asked is not None or record is None:
+        return ""
+    if method != record["method"]:
+        return f" (the model's choice, {record['method']}, runs on ddpm only)"
+    other = min(v for k, v in record["rmse"].items() if k != method)
+    return (f" (the model's choice: RMS error {record['rmse'][method]:.3f} on {record['cells']} held-out cells "
+            f"against {other:.3f})")
+
+
 @torch.no_grad()
 def run(args) -> None:
     positive("--draws", args.draws)
@@ -253,17 +266,18 @@ def run(args) -> None:
     outputs = check_outputs(args, model.table is not None)
     rows = read_rows(args.data, model, args.run)
     check_gaps(rows, model, args.data)
-    steps = args.steps or default_steps(args.method, model.schedule.T)
-    nfe = known_nfe(args.method, args.sampler, steps, args.jump_length, args.jump_count)
+    method = args.method or default_method(model, args.sampler)
+    steps = args.steps or default_steps(method, model.schedule.T)
+    nfe = known_nfe(method, args.sampler, steps, args.jump_length, args.jump_count)
     gaps = int(torch.isnan(rows.x).any(1).sum())
     print(f"imputing {int(torch.isnan(rows.x).sum())} missing cells in {gaps} of {len(rows.x)} rows, {args.draws} "
-          f"draws each: {args.method} on {args.sampler}, {steps} steps" +
-          (f", jump length {args.jump_length}, jump count {args.jump_count}" if args.method == "repaint" else "") +
+          f"draws each: {method}{method_source(args.method, model, method)} on {args.sampler}, {steps} steps" +
+          (f", jump length {args.jump_length}, jump count {args.jump_count}" if method == "repaint" else "") +
           (f", {nfe} network calls per draw" if nfe else ""), file=sys.stderr)
     if rows.labels is None and (note := conditioning_note(model)):
         print(note, file=sys.stderr)
     with tqdm(desc="impute", unit="move", disable=not sys.stderr.isatty()) as bar:
-        result = impute_with(sampling, rows.x, args.draws, method=args.method, steps=steps, spacing=args.spacing,
+        result = impute_with(sampling, rows.x, args.draws, method=method, steps=steps, spacing=args.spacing,
                              seed=args.seed, batch_size=args.batch_size, jump_length=args.jump_length,
                              jump_n_sample=args.jump_count, labels=rows.labels, callback=lambda *_: bar.update())
     write_outputs(args, outputs, model, rows, result)

@@ -71,6 +71,9 @@ TRAIN_HELP = {
     "em_rounds": "a table with missing cells: each time early stopping would end training, fill the gaps with the "
                  "model's own imputations (the mean of 50 draws), the network's input there, and train on from the "
                  "best weights, this many times (None: 2 for tables with early stopping, else 0; 0: off)",
+    "impute_check_cells": "a table with missing cells and held-out rows: at the end, hide this many of the held-out "
+                          "rows' observed cells one at a time and impute them by x_t replacement and by RePaint; the "
+                          "lower error becomes gaussdiff impute's default --method (0: no check, replace_xt)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda or mps",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast + gradient scaler, CUDA only)",
     "compile": "torch.compile the network",

@@ -27,6 +27,7 @@ from ..losses import check_loss_type, check_loss_weighting
 from ..nets import MLP
 from ..param import check_prediction_type
 from .folder import check_run_folder
+from .impute_choice import CELLS as CHECK_CELLS, MAX_CELLS as MAX_CHECK_CELLS
 from .threads import check_threads
 
 
@@ -76,6 +77,7 @@ class TrainConfig:
     # the weights of the lowest (None: by data, PATIENCE for a table with held-out rows, else 0: off)
     em_rounds: int | None = None  # a table with gaps: E steps (gaps := the model's imputations), training on after each
     # early stop (None: EM_ROUNDS for a table with early stopping, else 0: off)
+    impute_check_cells: int = CHECK_CELLS  # a table with gaps: held-out cells that choose impute's default method
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast + grad scaler, CUDA)
     compile: bool = False  # torch.compile the network
@@ -127,6 +129,9 @@ class TrainConfig:
                              f"{self.eval_every} and {self.eval_size}")
         self.early_stopping = check_early_stopping(self.early_stopping, table, self.holdout, self.eval_every)
         self.em_rounds = check_em_rounds(self.em_rounds, table, self.early_stopping)
+        if not 0 <= self.impute_check_cells <= MAX_CHECK_CELLS:
+            raise InputError(f"impute-check-cells must lie in [0, {MAX_CHECK_CELLS:,}] (0: no choice, impute "
+                             f"defaults to replace_xt), got {self.impute_check_cells}")
         if self.preview_every < 0:
             raise InputError(f"preview-every must be >= 0 (0: no previews), got {self.preview_every}")
         if self.preview_every and not images:

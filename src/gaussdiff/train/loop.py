@@ -39,6 +39,7 @@ from .config import TrainConfig, read_run_config
 from .folder import (DATA_HASH, RunLock, check_run_folder, check_same_data, last_checkpoint, load_latest_checkpoint,
                      prepare_run, remove_leftovers, save_checkpoint, truncate_metrics)
 from .gaps import GapFiller
+from .impute_choice import choice_line, choose_method
 from .heldout import KEYS, EarlyStopping, HeldOutLoss, training_and_heldout
 from .logs import MetricsLog, tensorboard_writer
 from .preview import write_preview
@@ -397,11 +398,16 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, overwrite: bool, resu
             stopper.restore(learner.ema, model)
         if procs.main:
             check_finite_weights({"EMA": learner.ema.ema_model, "online": model}, run)
-            exported().save(run / "model", online=model)
+            choice = choose_method(exported(), heldout.data, heldout.labels if heldout.conditional else None,
+                                   cells=cfg.impute_check_cells, seed=cfg.seed) \
+                if data.has_missing and heldout and cfg.impute_check_cells else None
+            dataclasses.replace(exported(), imputation=choice).save(run / "model", online=model)
     if procs.main:  # after the progress bar closed
         print(speed.line(), flush=True)
         if filler and filler.filled_at:
             print(filler.line(), flush=True)
+        if choice:
+            print(choice_line(choice), flush=True)
         if stopper and stopper.weights:
             print(stopper.line(step), flush=True)
         for warning in speed.warnings():
