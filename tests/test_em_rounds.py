@@ -134,6 +134,16 @@ def test_a_resumed_run_fills_and_ends_the_same(table, whole, tmp_path, before):
 
 
 @pytest.mark.slow  # two rounds from the command line, ~4 s
+def test_training_ends_by_choosing_the_imputation_method(table, whole):
+    """train/impute_choice.py after the EM rounds: every observed cell of the held-out rows with two or more (fewer
+    than its cap of 500 here), counted from the CSV's own gaps and the split; the lower error chose."""
+    _, _, missing = table
+    observed = (~missing[split_rows(ROWS, 0.25, 0)[1]]).sum(1)
+    record = load_model(whole).imputation
+    assert record["cells"] == observed[observed >= 2].sum() < 500
+    assert record["method"] == min(record["rmse"], key=record["rmse"].get)
+
+
 def test_the_end_names_the_fills(table, tmp_path, capsys):
     path = table[0]
     code = main(["train", "--data", path, "--out", str(tmp_path / "r"), "--holdout", "0.25", "--steps", "3000",
@@ -145,6 +155,7 @@ def test_the_end_names_the_fills(table, tmp_path, capsys):
     steps = re.search(r"EM: the gaps were filled by the model's own imputations at steps ([\d,]+) and ([\d,]+), "
                       rf"training on after each \(--em-rounds {EM_ROUNDS}\)", out)
     assert steps, out
+    assert "impute will default to" in out
     assert read_checkpoint(checkpoints(tmp_path / "r")[max(checkpoints(tmp_path / "r"))])["em"]["filled_at"] == \
         [int(s.replace(",", "")) for s in steps.groups()]
 
