@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from gaussdiff.cli import main
+from gaussdiff.columns import Table
+from gaussdiff.data.schema import infer_schema
+from gaussdiff.data.tables import encode, read_table
 from gaussdiff.errors import InputError
 from gaussdiff.imputation import DEFAULT_METHOD, default_method, impute
 from gaussdiff.mixture import GaussianMixture
@@ -21,6 +24,7 @@ from gaussdiff.train.impute_choice import MAX_CELLS, choice_line, choose_method,
 from gaussdiff.transforms import Standardize
 
 from test_cli import one_line_error
+from test_impute_cli import HEADER, table_rows, untrained, write_csv
 from test_imputation import correlated_mixture, exact_conditional
 
 RECORD = {"method": "repaint", "by": "held-out cells", "cells": 40, "draws": 10, "level": 0.9,
@@ -40,6 +44,20 @@ def test_the_hidden_cells_are_the_observed_cells_of_rows_with_two_or_more():
         others = [k for k in range(3) if k != j]
         assert torch.equal(checks[m, others].nan_to_num(-9), x[i, others].nan_to_num(-9))
     assert not torch.isnan(x[0, 0])  # the rows given are not modified
+
+
+def test_a_constant_column_is_never_hidden(tmp_path):
+    """An untrained table model (random weights) over x, color, count and a constant country: 12 rows, row 0's x
+    missing; the cells hidden are the 3 modelled ones of each row (2 of row 0), never the constant one."""
+    raw = read_table(write_csv(tmp_path / "t.csv", [HEADER, *table_rows(200, seed=0)]))
+    specs = infer_schema(raw)
+    model = load_model(untrained(tmp_path / "m", Table.fit(torch.from_numpy(encode(raw, specs)), specs)))
+    x = torch.from_numpy(encode(raw, specs))[:12].clone()
+    x[0, 0] = math.nan
+    record = choose_method(model, x, draws=2)
+    assert [s.kind for s in specs][3] == "constant" and record["cells"] == 12 * 3 - 1
+    row, column = hidden_cells(x, None, 0, torch.tensor([True, True, True, False]))
+    assert 3 not in column.tolist() and len(row) == 35
 
 
 def test_at_most_the_cap_a_seeded_draw_in_row_order():

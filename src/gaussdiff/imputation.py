@@ -191,9 +191,8 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | 
                 callback=None) -> Imputation:
     """Impute the rows ``x`` (N, C) in the data's units (a table's codes), NaN = missing, with the checked sampling
     settings ``sampling``: K = ``draws`` completions by ``method`` (None: :func:`default_method`) and their point
-    estimates (module doc). A
-    class-conditional model completes each row given its class, ``labels`` (N,) long, or without them its null
-    label's unconditional model."""
+    estimates (module doc). A class-conditional model completes each row given its class, ``labels`` (N,) long, or
+    without them its null label's unconditional model."""
     model = sampling.model
     kinds, _ = column_layout(model.transform)
     x = torch.as_tensor(x, dtype=torch.float64)

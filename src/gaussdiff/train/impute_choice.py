@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ..imputation import column_layout, impute_with, intervals
+from ..imputation import NUMERIC, column_layout, impute_with, intervals
 from ..samplers import DEFAULT_SAMPLER
 from ..saved import SavedModel
 from ..sampling import plan
@@ -34,10 +34,12 @@ DRAWS = 10
 LEVEL = 0.9
 
 
-def hidden_cells(x: torch.Tensor, cells: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hidden_cells(x: torch.Tensor, cells: int | None, seed: int,
+                 modelled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) pairs (each (M,) long) of observed cells of ``x`` (N, C), NaN = missing, in rows with two or
-    more observed cells; at most ``cells`` of them (None: all), a seeded draw kept in row-major order."""
-    observed = ~torch.isnan(x)
+    more observed cells; at most ``cells`` of them (None: all), a seeded draw kept in row-major order. Only the
+    columns where ``modelled`` (C,) bool is True count (default: all; a constant column has no model entry)."""
+    observed = ~torch.isnan(x) & (True if modelled is None else modelled)
     eligible = observed & (observed.sum(1, keepdim=True) >= 2)
     row, column = eligible.nonzero(as_tuple=True)
     if cells is not None and len(row) > cells:
@@ -63,17 +65,17 @@ def choose_method(model: SavedModel, x: torch.Tensor, labels: torch.Tensor | Non
     if next(model.network.parameters()).device.type != "cpu":
         model = dataclasses.replace(model, network=copy.deepcopy(model.network).cpu())
     x = torch.as_tensor(x, dtype=torch.float64)
-    row, column = hidden_cells(x, cells, seed)
+    kinds, slices = column_layout(model.transform)
+    row, column = hidden_cells(x, cells, seed, torch.tensor([s.stop > s.start for s in slices]))
     if not len(row):
         return None
     checks = leave_one_cell_out(x, row, column)
     labels = None if labels is None else labels[row]
     truth = model.transform.forward(x[row]).float()  # model units
-    kinds, slices = column_layout(model.transform)
     hidden = torch.zeros_like(truth, dtype=torch.bool)
     for m, j in enumerate(column.tolist()):
         hidden[m, slices[j]] = True
-    numeric = torch.tensor([kind not in ("categorical", "constant") for kind in kinds])[column]
+    numeric = torch.tensor([kind in NUMERIC for kind in kinds])[column]
     sampling = plan(model, DEFAULT_SAMPLER)
     rmse, coverage = {}, {}
     for method in METHODS:
