@@ -153,8 +153,10 @@ def test_impute_follows_the_record_unless_told(tmp_path, capsys):
 
 def test_the_line_names_both_errors():
     assert choice_line(RECORD) == ("impute will default to repaint: on 40 held-out cells hidden one at a time (10 "
-                                   "draws), RMS error 0.400 against replace_xt's 0.500 (model units); gaussdiff "
-                                   "impute --method overrides it")
+                                   "draws), RMS error 0.400 against replace_xt's 0.500 (model units), their 0.9 "
+                                   "intervals covering 0.85 and 0.90; gaussdiff impute --method overrides it")
+    categories = RECORD | {"coverage": {"replace_xt": None, "repaint": None}}  # no numeric column hidden
+    assert "model units); gaussdiff" in choice_line(categories)
 
 
 def test_bad_check_cells_are_one_line(tmp_path, capsys):

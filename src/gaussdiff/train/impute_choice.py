@@ -93,7 +93,10 @@ def choose_method(model: SavedModel, x: torch.Tensor, labels: torch.Tensor | Non
 
 def choice_line(record: dict) -> str:
     """The line training ends with: the chosen method and what chose it."""
-    other = next(m for m in METHODS if m != record["method"])
-    return (f"impute will default to {record['method']}: on {record['cells']} held-out cells hidden one at a time "
-            f"({record['draws']} draws), RMS error {record['rmse'][record['method']]:.3f} against {other}'s "
-            f"{record['rmse'][other]:.3f} (model units); gaussdiff impute --method overrides it")
+    chosen, other = record["method"], next(m for m in METHODS if m != record["method"])
+    covered = record["coverage"]
+    coverage = "" if covered[chosen] is None else \
+        f", their {record['level']:g} intervals covering {covered[chosen]:.2f} and {covered[other]:.2f}"
+    return (f"impute will default to {chosen}: on {record['cells']} held-out cells hidden one at a time "
+            f"({record['draws']} draws), RMS error {record['rmse'][chosen]:.3f} against {other}'s "
+            f"{record['rmse'][other]:.3f} (model units){coverage}; gaussdiff impute --method overrides it")
