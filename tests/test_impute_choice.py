@@ -2,6 +2,7 @@
 against the exact conditional of a known Gaussian mixture, the record saved in the model, and the default that
 ``gaussdiff impute`` and ``imputation.impute`` take from it."""
 
+import dataclasses
 import json
 import math
 
@@ -14,13 +15,27 @@ from gaussdiff.columns import Table
 from gaussdiff.data.schema import infer_schema
 from gaussdiff.data.tables import encode, read_table
 from gaussdiff.errors import InputError
-from gaussdiff.imputation import DEFAULT_METHOD, default_method, impute
+from gaussdiff.imputation import (
+    DEFAULT_METHOD,
+    Imputation,
+    conformal_quantile,
+    default_method,
+    impute,
+    intervals,
+)
 from gaussdiff.mixture import GaussianMixture
 from gaussdiff.nets import MLP
 from gaussdiff.saved import SavedModel, load_model
 from gaussdiff.schedule import make_schedule
 from gaussdiff.train import TrainConfig
-from gaussdiff.train.impute_choice import MAX_CELLS, choice_line, choose_method, hidden_cells, leave_one_cell_out
+from gaussdiff.train.impute_choice import (
+    MAX_CELLS,
+    choice_line,
+    choose_method,
+    conformity_scores,
+    hidden_cells,
+    leave_one_cell_out,
+)
 from gaussdiff.transforms import Standardize
 
 from test_cli import one_line_error
@@ -28,7 +43,8 @@ from test_impute_cli import HEADER, table_rows, untrained, write_csv
 from test_imputation import correlated_mixture, exact_conditional
 
 RECORD = {"method": "repaint", "by": "held-out cells", "cells": 40, "draws": 10, "level": 0.9,
-          "rmse": {"replace_xt": 0.5, "repaint": 0.4}, "coverage": {"replace_xt": 0.9, "repaint": 0.85}}
+          "rmse": {"replace_xt": 0.5, "repaint": 0.4}, "coverage": {"replace_xt": 0.9, "repaint": 0.85},
+          "scores": {"replace_xt": [0.05 * i for i in range(40)], "repaint": [0.1 * i for i in range(40)]}}
 
 
 def test_the_hidden_cells_are_the_observed_cells_of_rows_with_two_or_more():
@@ -106,10 +122,12 @@ def test_on_the_exact_oracle_repaint_is_chosen_and_the_errors_are_the_methods():
     assert record["rmse"]["repaint"] < 1.45 * floor and record["rmse"]["replace_xt"] > 1.55 * floor
     checks = leave_one_cell_out(x, row, column)
     for method in ("replace_xt", "repaint"):
-        filled = impute(model, checks, 10, method=method, seed=0).draws_model.mean(0).double()
-        assert record["rmse"][method] == pytest.approx((filled - x[row])[hidden].pow(2).mean().sqrt().item(),
-                                                      rel=1e-6)
+        draws = impute(model, checks, 10, method=method, seed=0).draws_model.double()[:, hidden]
+        truth = x[row][hidden]
+        assert record["rmse"][method] == pytest.approx((draws.mean(0) - truth).pow(2).mean().sqrt().item(), rel=1e-6)
         assert abs(record["coverage"][method] - 0.9) < 0.12
+        z = ((truth - draws.mean(0)).abs() / draws.std(0)).sort().values
+        assert record["scores"][method] == pytest.approx(z.tolist(), abs=2e-6)  # kept to 6 places
 
 
 def test_the_record_travels_in_the_model_and_sets_the_default(tmp_path):
@@ -128,6 +146,21 @@ def test_the_record_travels_in_the_model_and_sets_the_default(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="imputation record names method 'magic'"):
         load_model(folder)
+    for scores in ({"repaint": "0.1, 0.2"}, {"repaint": [0.1, -1.0]}, {"magic": [0.1]}, [0.1]):
+        config["imputation"] = RECORD | {"scores": scores}
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(InputError, match="imputation record mistypes its scores"):
+            load_model(folder)
+
+
+def test_a_saved_config_keeps_a_list_of_numbers_on_one_line(tmp_path):
+    net = MLP(2, 20, width=8, depth=1, emb_dim=8)
+    folder = SavedModel(net, make_schedule("linear", 20), "epsilon", Standardize.identity(2), "t",
+                        imputation=RECORD).save(tmp_path / "m")
+    text = (folder / "config.json").read_text()
+    assert json.loads(text)["imputation"] == RECORD
+    assert '"repaint": [0.0, 0.1, 0.2, 0.30000000000000004, 0.4,' in text
+    assert len(text.splitlines()) < 150  # not a line per score (80 of them)
 
 
 def test_impute_follows_the_record_unless_told(tmp_path, capsys):
@@ -151,6 +184,28 @@ def test_impute_follows_the_record_unless_told(tmp_path, capsys):
     assert not np.array_equal(np.load(tmp_path / "auto.npy"), np.load(tmp_path / "told.npy"))
 
 
+def test_impute_writes_intervals_calibrated_on_the_scores(tmp_path, capsys):
+    """--intervals 0.9 from a model whose record holds 40 RePaint scores 0, 0.1, ..., 3.9: q = the 37th smallest,
+    3.6 (ceil(41 x 0.9) = 37), so each interval is the 3 draws' mean +- 3.6 s; with --method replace_xt, its scores
+    0, 0.05, ..., 1.95: q = 1.8."""
+    torch.manual_seed(0)
+    folder = SavedModel(MLP(2, 20, width=8, depth=1, emb_dim=8), make_schedule("linear", 20), "epsilon",
+                        Standardize.identity(2), "t", imputation=RECORD).save(tmp_path / "m")
+    np.save(tmp_path / "gaps.npy", np.array([[0.5, np.nan], [np.nan, -1.0]]))
+    for flags, q in (([], 3.6), (["--method", "replace_xt"], 1.8)):
+        out = tmp_path / f"{q}.csv"
+        assert main(["impute", str(folder), "--data", str(tmp_path / "gaps.npy"), "--out", str(out), "--draws", "3",
+                     "--intervals", "0.9", "--threads", "1", *flags, "--draws-out", str(tmp_path / f"{q}.d.csv")]) == 0
+        assert "0.9 intervals to" in (said := capsys.readouterr().out) and "(calibrated on 40 held-out cells" in said
+        draws = np.loadtxt(tmp_path / f"{q}.d.csv", delimiter=",", skiprows=1)  # row, draw, the 2 values
+        rows = np.loadtxt(out.with_suffix(".intervals.csv"), delimiter=",", skiprows=1, usecols=(0, 3, 4))
+        for i, column in ((0, 3), (1, 2)):
+            values = draws[draws[:, 0] == i, column]
+            lower, upper = rows[rows[:, 0] == i, 1:][0]
+            half = q * values.std(ddof=1)
+            assert (lower, upper) == pytest.approx((values.mean() - half, values.mean() + half), abs=1e-5)
+
+
 def test_the_line_names_both_errors():
     assert choice_line(RECORD) == ("impute will default to repaint: on 40 held-out cells hidden one at a time (10 "
                                    "draws), RMS error 0.400 against replace_xt's 0.500 (model units), their 0.9 "
@@ -168,3 +223,39 @@ def test_bad_check_cells_are_one_line(tmp_path, capsys):
     one_line_error(capsys, ["train", "--data", tmp_path / "t.csv", "--out", tmp_path / "r", "--impute-check-cells",
                             "-5"], "impute-check-cells must lie in [0, 100,000]")
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals calibrated on the held-out scores (imputation.calibrated_intervals).
+
+def test_the_conformal_quantile_by_hand():
+    scores = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]  # n = 9: ceil(10 x 0.9) = 9, the largest
+    assert conformal_quantile(scores, 0.9) == 0.9
+    assert conformal_quantile(scores, 0.5) == 0.5  # ceil(10 x 0.5) = 5
+    assert conformal_quantile(scores[:8], 0.9) is None  # ceil(9 x 0.9) = 9 > 8
+
+
+def test_calibrated_intervals_cover_where_the_draws_are_too_narrow():
+    """y ~ N(mu, 1) per cell, the model's 10 draws N(mu, 0.5^2): the draws' own 0.9 intervals (Gaussian bounds at
+    K = 10) cover y about P(|Z| < 0.96) = 0.66 of the time. 500 calibration cells' scores (conformity_scores) widen
+    them; on 4,000 fresh cells the coverage must be 0.9 within 0.04 (3 SE: the calibration's 0.013 from 500 scores,
+    sqrt(0.9 x 0.1 / 502), and the test cells' 0.005); measured (seeded) 0.915 against 0.642 uncalibrated."""
+    g = torch.Generator().manual_seed(0)
+
+    def cells(n):
+        mu = 3 * torch.randn(n, generator=g, dtype=torch.float64)
+        return mu + torch.randn(n, generator=g, dtype=torch.float64), \
+            mu + 0.5 * torch.randn(10, n, generator=g, dtype=torch.float64)
+
+    y, draws = cells(500)
+    scores = conformity_scores(draws, y)
+    assert scores == sorted(scores) and len(scores) == 500
+    y, draws = cells(4000)
+    result = Imputation(draws.mean(0)[:, None], draws[..., None], torch.ones(4000, 1, dtype=torch.bool),
+                        draws[..., None], Standardize.identity(1), scores)
+    lower, upper = result.intervals(0.9)
+    covered = ((lower[:, 0] <= y) & (y <= upper[:, 0])).double().mean().item()
+    assert result.calibrated(0.9) and abs(covered - 0.9) < 0.04
+    lower, upper = intervals(draws[..., None], 0.9, Standardize.identity(1))
+    assert ((lower[:, 0] <= y) & (y <= upper[:, 0])).double().mean().item() < 0.72  # P(|Z| < 0.96) = 0.66
+    assert not dataclasses.replace(result, scores=scores[:8]).calibrated(0.9)  # too few: the draws' own

@@ -18,7 +18,14 @@ From the K draws, decoded into the data's units:
   (K + 1 - 2i) / (K + 1) >= l whatever the law; with fewer draws (K + 1 < 2 / (1 - l): K < 19 at l = 0.9) the
   Gaussian prediction bounds mean +- t_{K-1, (1+l)/2} s sqrt(1 + 1/K) (s the draws' sample sd), exact for a Gaussian
   conditional; the draws' empirical quantiles there would cover a further draw at most (K - 1) / (K + 1) of the time
-  (9/11 for K = 10).
+  (9/11 for K = 10). Those cover a further draw of the *model's* law; where the model's draws are narrower than the
+  truth's spread (RePaint's on small tables), they cover the truth less often. So a model whose training scored its
+  held-out cells (``train.impute_choice``: the scores z = |y - mean| / s of n hidden cells, K = 10 draws each) gets
+  split-conformal intervals instead (:func:`calibrated_intervals`; Vovk et al. 2005, Lei et al. 2018): mean +- q s,
+  q the ceil((n + 1) l)-th smallest score, which a fresh exchangeable cell's score stays at or below with probability
+  >= l. The gaps of training rows are not exchangeable with held-out cells, and more draws than 10 shrink a score's
+  noise, so this is near l rather than a guarantee; where n is too small for l (ceil((n + 1) l) > n), or the method is
+  not the one scored, the draws' own interval stands.
 """
 
 from __future__ import annotations
@@ -150,7 +157,6 @@ def interval_rule(draws: int, level: float) -> int:
 def intervals(draws_model: torch.Tensor, level: float, transform) -> tuple[torch.Tensor, torch.Tensor]:
     """(lower, upper), each (N, C) float64 in the data's units: the level-``level`` interval of each cell from its K
     draws ``draws_model`` (K, N, D) in model units (module doc); NaN in the columns that are not NUMERIC."""
-    kinds, _ = column_layout(transform)
     K = len(draws_model)
     i = interval_rule(K, level)
     y = draws_model.double()
@@ -160,9 +166,33 @@ def intervals(draws_model: torch.Tensor, level: float, transform) -> tuple[torch
     else:  # mean +- t_{K-1, (1+l)/2} s sqrt(1 + 1/K)
         half = float(stdtrit(K - 1, (1 + level) / 2)) * math.sqrt(1 + 1 / K) * y.std(0)
         low, high = y.mean(0) - half, y.mean(0) + half
+    return in_data_units(low, high, transform)
+
+
+def in_data_units(low: torch.Tensor, high: torch.Tensor, transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) (N, C) float64: model-unit bounds (N, D) mapped by the transform's inverse (increasing in each
+    numeric column); NaN in the columns that are not NUMERIC."""
+    kinds, _ = column_layout(transform)
     numeric = torch.tensor([kind in NUMERIC for kind in kinds])
     lower, upper = (torch.where(numeric, transform.inverse(b).double(), math.nan) for b in (low, high))
     return lower, upper
+
+
+def conformal_quantile(scores, level: float) -> float | None:
+    """The ceil((n + 1) ``level``)-th smallest of the n held-out ``scores``, or None where n is too small for it."""
+    k = math.ceil((len(scores) + 1) * level - 1e-9)  # 1e-9: (n + 1) 0.9 may land a hair above a whole number
+    return sorted(scores)[k - 1] if 1 <= k <= len(scores) else None
+
+
+def calibrated_intervals(draws_model: torch.Tensor, level: float, transform, scores) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+    """(lower, upper) (N, C) as :func:`intervals`, split-conformal (module doc): mean +- q s from the K draws
+    ``draws_model`` (K >= 2), q = :func:`conformal_quantile` of the held-out ``scores`` (which must give one)."""
+    interval_rule(len(draws_model), level)  # the same checks of level and K
+    q = conformal_quantile(scores, level)
+    y = draws_model.double()
+    mean, half = y.mean(0), q * y.std(0)
+    return in_data_units(mean - half, mean + half, transform)
 
 
 @dataclass
@@ -170,18 +200,25 @@ class Imputation:
     """The result of :func:`impute`, in the data's units (float64; a table's codes): ``filled`` (N, C), the rows with
     each missing cell's point estimate and each observed cell as given; ``draws`` (K, N, C), the K completions (the
     observed cells as given); ``missing`` (N, C) bool; ``draws_model`` (K, N, D), the draws in model units; the
-    model's ``transform``."""
+    model's ``transform``; ``scores``: the held-out scores of the method that drew them, if the model's training
+    recorded them (module doc)."""
 
     filled: torch.Tensor
     draws: torch.Tensor
     missing: torch.Tensor
     draws_model: torch.Tensor
     transform: object
+    scores: list[float] | None = None
+
+    def calibrated(self, level: float) -> bool:
+        """Whether the level-``level`` intervals are split-conformal (module doc), not the draws' own."""
+        return bool(self.scores) and conformal_quantile(self.scores, level) is not None
 
     def intervals(self, level: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) (N, C): the level-``level`` interval of each missing cell of a NUMERIC column (NaN
-        elsewhere), from the draws (module doc)."""
-        lower, upper = intervals(self.draws_model, level, self.transform)
+        elsewhere), from the draws, calibrated on the held-out scores where there are enough (module doc)."""
+        lower, upper = calibrated_intervals(self.draws_model, level, self.transform, self.scores) \
+            if self.calibrated(level) else intervals(self.draws_model, level, self.transform)
         return torch.where(self.missing, lower, math.nan), torch.where(self.missing, upper, math.nan)
 
 
@@ -214,7 +251,8 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | 
     decoded = model.transform.inverse(draws_model.flatten(0, 1).double()).double().view(draws, *x.shape)
     draw_codes = torch.where(missing, decoded, x)
     filled = torch.where(missing, point_estimate(draw_codes, draws_model, model.transform), x)
-    return Imputation(filled, draw_codes, missing, draws_model, model.transform)
+    scores = ((model.imputation or {}).get("scores") or {}).get(method)
+    return Imputation(filled, draw_codes, missing, draws_model, model.transform, scores)
 
 
 @torch.no_grad()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import shutil
 from dataclasses import dataclass
 from functools import partial
@@ -179,7 +181,7 @@ class SavedModel:
                 if module is not None:
                     save_file(_state(module), tmp / WEIGHT_FILES[key])
                     checksums[WEIGHT_FILES[key]] = hashlib.sha256((tmp / WEIGHT_FILES[key]).read_bytes()).hexdigest()
-            (tmp / "config.json").write_text(json.dumps(self.config() | {"checksums": checksums}, indent=2))
+            (tmp / "config.json").write_text(json_text(self.config() | {"checksums": checksums}))
             # The schedule as diffusers reads it: DDPMScheduler.from_pretrained(folder) works.
             write_scheduler_config(tmp, self.schedule, self.prediction_type, variance_type=self.variance_type)
             for file in tmp.iterdir():  # safetensors makes files private (0600); use the usual mode
@@ -189,6 +191,15 @@ class SavedModel:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return folder
+
+
+NUMBER_LIST = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
+
+
+def json_text(config: dict) -> str:
+    """``config`` as JSON indented by 2, each list of numbers on one line (json.dumps gives each number a line; a
+    string holds no raw line break, so only lists are matched)."""
+    return NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", json.dumps(config, indent=2))
 
 
 def _cond_kwargs(cond: dict | None) -> dict:
@@ -217,10 +228,16 @@ def check_conditioning(conditioning: dict, num_classes: int) -> None:
 
 
 def check_imputation(imputation: dict) -> None:
-    """InputError unless ``imputation`` names a known-value method (the rest of the record is information)."""
+    """InputError unless ``imputation`` names a known-value method and its ``scores``, if any, are lists of numbers
+    >= 0 by method (the rest of the record is information)."""
     method = imputation.get("method") if isinstance(imputation, dict) else None
     if method not in METHODS:
         raise InputError(f"the model's imputation record names method {method!r}; known: {', '.join(METHODS)}")
+    scores = imputation.get("scores", {})
+    if not isinstance(scores, dict) or not all(
+            key in METHODS and isinstance(v, list) and all(isinstance(z, (int, float)) and 0 <= z < math.inf
+                                                           for z in v) for key, v in scores.items()):
+        raise InputError("the model's imputation record mistypes its scores (expected {method: [numbers >= 0]})")
 
 
 def check_row_format(columns, dtype, sample_shape: tuple[int, ...]) -> None:

@@ -251,6 +251,14 @@ def method_source(asked: str | None, model, method: str) -> str:
             f"against {other:.3f})")
 
 
+def interval_source(result, level: float) -> str:
+    """What the intervals are: calibrated on the model's held-out cells, or the draws' own."""
+    if result.calibrated(level):
+        return f" (calibrated on {len(result.scores)} held-out cells, split-conformal)"
+    return "" if result.scores is None else f" (the draws' own: {len(result.scores)} held-out cells are too few to " \
+        f"calibrate a {level:g} interval)"
+
+
 @torch.no_grad()
 def run(args) -> None:
     positive("--draws", args.draws)
@@ -283,4 +291,5 @@ def run(args) -> None:
     write_outputs(args, outputs, model, rows, result)
     print(f"wrote {len(rows.x)} rows to {outputs['out']}" +
           (f", {args.draws} draws of each to {outputs['draws']}" if "draws" in outputs else "") +
-          (f", {args.intervals:g} intervals to {outputs['intervals']}" if "intervals" in outputs else ""))
+          (f", {args.intervals:g} intervals to {outputs['intervals']}" + interval_source(result, args.intervals)
+           if "intervals" in outputs else ""))

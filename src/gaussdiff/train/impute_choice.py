@@ -10,8 +10,9 @@ standardized column, one-hot entries of a categorical one) is the model's defaul
 rows would not do: they were training targets, and RePaint's resampling recalls the training row (it won there on all
 12 benchmark runs, and lost on the real gaps of wine).
 
-The result, with both errors and the 90 % coverage of each method's intervals on the hidden numeric cells, is saved in
-the model (``SavedModel.imputation``) and shown at the end of training.
+The result, with both errors, the 90 % coverage of each method's intervals on the hidden numeric cells and their
+conformity scores |y - mean| / s (which calibrate ``impute``'s intervals: ``imputation.calibrated_intervals``), is
+saved in the model (``SavedModel.imputation``) and shown at the end of training.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CELLS = 500  # hidden cells at most: RePaint on 500 cells x 10 draws is ~10-20 s
 MAX_CELLS = 100_000  # each costs DRAWS x (100 + 2,410) network calls (x_t replacement, RePaint)
 DRAWS = 10
 LEVEL = 0.9
+MAX_SCORE = 1e6  # a score standing for infinity (JSON has none): a cell the draws never vary in
 
 
 def hidden_cells(x: torch.Tensor, cells: int | None, seed: int,
@@ -60,8 +62,8 @@ def choose_method(model: SavedModel, x: torch.Tensor, labels: torch.Tensor | Non
                   cells: int | None = CELLS, draws: int = DRAWS, seed: int = 0) -> dict | None:
     """The ``imputation`` record of ``model`` from held-out rows ``x`` (N, C) in the data's units, NaN = missing, of
     classes ``labels`` (N,) for a class-conditional model (the module doc): {"method", "by", "cells", "draws",
-    "level", "rmse": {method: ...}, "coverage": {method: ... or None}}; None where no row has two observed cells. On
-    the CPU, where imputation runs (a copy of a network trained elsewhere)."""
+    "level", "rmse": {method: ...}, "coverage": {method: ... or None}, "scores": {method: [...]}}; None where no row
+    has two observed cells. On the CPU, where imputation runs (a copy of a network trained elsewhere)."""
     if next(model.network.parameters()).device.type != "cpu":
         model = dataclasses.replace(model, network=copy.deepcopy(model.network).cpu())
     x = torch.as_tensor(x, dtype=torch.float64)
@@ -77,10 +79,12 @@ def choose_method(model: SavedModel, x: torch.Tensor, labels: torch.Tensor | Non
         hidden[m, slices[j]] = True
     numeric = torch.tensor([kind in NUMERIC for kind in kinds])[column]
     sampling = plan(model, DEFAULT_SAMPLER)
-    rmse, coverage = {}, {}
+    entry = torch.tensor([slices[j].start for j in column.tolist()])[numeric]  # a numeric column's one entry
+    rmse, coverage, scores = {}, {}, {}
     for method in METHODS:
         result = impute_with(sampling, checks, draws, method=method, seed=seed, labels=labels)
         rmse[method] = float((result.draws_model.mean(0) - truth)[hidden].double().pow(2).mean().sqrt())
+        scores[method] = conformity_scores(result.draws_model[:, numeric, entry], truth[numeric, entry])
         lower, upper = (bound[torch.arange(len(row)), column] for bound in intervals(result.draws_model, LEVEL,
                                                                                       model.transform))
         value = x[row, column]
@@ -88,7 +92,16 @@ def choose_method(model: SavedModel, x: torch.Tensor, labels: torch.Tensor | Non
         coverage[method] = float(covered[numeric].double().mean()) if numeric.any() else None
     best = min(METHODS, key=lambda m: (rmse[m], METHODS.index(m)))
     return {"method": best, "by": "held-out cells", "cells": len(row), "draws": draws, "rmse": rmse,
-            "coverage": coverage, "level": LEVEL}
+            "coverage": coverage, "level": LEVEL, "scores": scores}
+
+
+def conformity_scores(draws: torch.Tensor, truth: torch.Tensor) -> list[float]:
+    """|y - mean| / s of each hidden numeric cell, from its K draws ``draws`` (K, M) and true value ``truth`` (M,) in
+    model units (s the draws' sample sd; a score past MAX_SCORE, as where s = 0, is MAX_SCORE), sorted, for
+    ``imputation.calibrated_intervals``."""
+    draws, truth = draws.double(), truth.double()
+    z = (truth - draws.mean(0)).abs() / draws.std(0)
+    return sorted(round(v, 6) for v in z.nan_to_num(0.0, MAX_SCORE, MAX_SCORE).clamp(max=MAX_SCORE).tolist())
 
 
 def choice_line(record: dict) -> str:
