@@ -1,0 +1,54 @@
+"""Issue 13: give runs that tables.py trained under --work the imputation record of the current training code.
+
+Training ends by ``train.impute_choice.choose_method`` on its held-out rows and saves the result in the model
+(``SavedModel.imputation``). When that record gains a field (the conformity scores that calibrate ``impute``'s
+intervals), the benchmark's trained runs can be brought up to date without training again, which on a time budget
+would not give the same weights: this calls ``choose_method`` exactly as the trainer does (the run's held-out rows,
+``split_rows(N, holdout, seed)``, its seed, the default cap) on each run's saved model, checks that the method and
+errors it finds are the ones the run recorded, and saves the model with the new record (atomically, the weights as
+they are). Then ``tables.py --parts multiple --work ...`` scores the intervals as a freshly trained run would give them.
+
+    python benchmarks/tables_rerecord.py --work runs/tables-bench-choice
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables as bench  # noqa: E402
+
+from gaussdiff.data.split import split_rows  # noqa: E402
+from gaussdiff.data.tables import encode, read_table  # noqa: E402
+from gaussdiff.saved import load_model  # noqa: E402
+from gaussdiff.train.impute_choice import choose_method  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_probe_arguments(p, work="runs/tables-bench-choice")
+    p.add_argument("--holdout", type=float, default=0.1, help="the runs' --holdout")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for seed in args.seeds:
+        for name in args.tables:
+            folder = Path(args.work) / f"{name}-seed{seed}-gaps"
+            model, online = load_model(folder / "run"), load_model(folder / "run", weights="online").network
+            codes = torch.from_numpy(encode(read_table(folder / "data.csv"), model.transform.specs))
+            held = torch.from_numpy(split_rows(len(codes), args.holdout, seed)[1])
+            record = choose_method(model, codes[held], seed=seed)
+            old = model.imputation
+            if (record["method"], record["rmse"]) != (old["method"], old["rmse"]):
+                raise SystemExit(f"{folder}: the check finds {record['method']} {record['rmse']}, the run recorded "
+                                 f"{old['method']} {old['rmse']}: not the run's model or not its held-out rows")
+            dataclasses.replace(model, imputation=record).save(folder / "run" / "model", online=online)
+            print(f"{name} seed {seed}: {record['method']}, {len(record['scores'][record['method']])} scores")
+
+
+if __name__ == "__main__":
+    main()
