@@ -6,15 +6,18 @@ intervals), the benchmark's trained runs can be brought up to date without train
 would not give the same weights: this calls ``choose_method`` exactly as the trainer does (the run's held-out rows,
 ``split_rows(N, holdout, seed)``, its seed, the default cap) on each run's saved model, checks that the method and
 errors it finds are the ones the run recorded, and saves the model with the new record (atomically, the weights as
-they are). Then ``tables.py --parts multiple --work ...`` scores the intervals as a freshly trained run would give them.
+they are), appending a row per run to --out (the method, the number of scores, each method's q at 0.9). Then
+``tables.py --parts multiple --work ...`` scores the intervals as a freshly trained run would give them.
 
-    python benchmarks/tables_rerecord.py --work runs/tables-bench-choice
+    python benchmarks/tables_rerecord.py --work runs/tables-bench-choice \
+        --out benchmarks/results/tables_choice_rerecord.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -22,9 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables as bench  # noqa: E402
+from provenance import Provenance  # noqa: E402
 
 from gaussdiff.data.split import split_rows  # noqa: E402
 from gaussdiff.data.tables import encode, read_table  # noqa: E402
+from gaussdiff.imputation import conformal_quantile  # noqa: E402
 from gaussdiff.saved import load_model  # noqa: E402
 from gaussdiff.train.impute_choice import choose_method  # noqa: E402
 
@@ -35,6 +40,7 @@ def main() -> None:
     p.add_argument("--holdout", type=float, default=0.1, help="the runs' --holdout")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    prov = Provenance(vars(args))
     for seed in args.seeds:
         for name in args.tables:
             folder = Path(args.work) / f"{name}-seed{seed}-gaps"
@@ -47,7 +53,11 @@ def main() -> None:
                 raise SystemExit(f"{folder}: the check finds {record['method']} {record['rmse']}, the run recorded "
                                  f"{old['method']} {old['rmse']}: not the run's model or not its held-out rows")
             dataclasses.replace(model, imputation=record).save(folder / "run" / "model", online=online)
-            print(f"{name} seed {seed}: {record['method']}, {len(record['scores'][record['method']])} scores")
+            row = dict(table=name, seed=seed, method=record["method"], scores=len(record["scores"][record["method"]]),
+                       q90={m: conformal_quantile(z, 0.9) for m, z in record["scores"].items()})
+            print(json.dumps(row), flush=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(prov.stamp(row)) + "\n")
 
 
 if __name__ == "__main__":
