@@ -177,6 +177,12 @@ def test_impute_follows_the_record_unless_told(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "draws each: repaint (the model's choice: RMS error 0.400 on 40 held-out cells against 0.500)" in err
     assert "draws each: replace_xt on ddpm" in err
+    config = json.loads((folder / "config.json").read_text())
+    config["imputation"] = {"method": "repaint"}  # a record edited down to its method
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["impute", str(folder), "--data", str(tmp_path / "gaps.npy"), "--out", str(tmp_path / "bare.npy"),
+                 "--draws", "3", "--threads", "1"]) == 0
+    assert "draws each: repaint (the model's choice) on ddpm" in capsys.readouterr().err
     model = load_model(folder)
     for name, method in (("auto.npy", "repaint"), ("told.npy", "replace_xt")):
         expected = impute(model, torch.from_numpy(x), 3, method=method).filled.numpy()

@@ -24,8 +24,8 @@ From the K draws, decoded into the data's units:
   split-conformal intervals instead (:func:`calibrated_intervals`; Vovk et al. 2005, Lei et al. 2018): mean +- q s,
   q the ceil((n + 1) l)-th smallest score, which a fresh exchangeable cell's score stays at or below with probability
   >= l. The gaps of training rows are not exchangeable with held-out cells, and more draws than 10 shrink a score's
-  noise, so this is near l rather than a guarantee; where n is too small for l (ceil((n + 1) l) > n), or the method is
-  not the one scored, the draws' own interval stands.
+  noise, so this is near l rather than a guarantee; where n is too small for l (ceil((n + 1) l) > n), or the method or
+  sampler is not the one scored (each method on ``ddpm``, its default steps), the draws' own interval stands.
 """
 
 from __future__ import annotations
@@ -251,7 +251,8 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | 
     decoded = model.transform.inverse(draws_model.flatten(0, 1).double()).double().view(draws, *x.shape)
     draw_codes = torch.where(missing, decoded, x)
     filled = torch.where(missing, point_estimate(draw_codes, draws_model, model.transform), x)
-    scores = ((model.imputation or {}).get("scores") or {}).get(method)
+    scored = sampling.sampler == DEFAULT_SAMPLER  # the check drew on it
+    scores = ((model.imputation or {}).get("scores") or {}).get(method) if scored else None
     return Imputation(filled, draw_codes, missing, draws_model, model.transform, scores)
 
 

@@ -246,9 +246,12 @@ def method_source(asked: str | None, model, method: str) -> str:
         return ""
     if method != record["method"]:
         return f" (the model's choice, {record['method']}, runs on ddpm only)"
-    other = min(v for k, v in record["rmse"].items() if k != method)
-    return (f" (the model's choice: RMS error {record['rmse'][method]:.3f} on {record['cells']} held-out cells "
-            f"against {other:.3f})")
+    rmse = record.get("rmse") if isinstance(record.get("rmse"), dict) else {}
+    others = [v for k, v in rmse.items() if k != method]
+    if method not in rmse or not others or "cells" not in record:  # a record edited by hand
+        return " (the model's choice)"
+    return (f" (the model's choice: RMS error {rmse[method]:.3f} on {record['cells']} held-out cells "
+            f"against {min(others):.3f})")
 
 
 def interval_source(result, level: float) -> str:
