@@ -1,13 +1,14 @@
 """Issue 13: give runs that tables.py trained under --work the imputation record of the current training code.
 
 Training ends by ``train.impute_choice.choose_method`` on its held-out rows and saves the result in the model
-(``SavedModel.imputation``). When that record gains a field (the conformity scores that calibrate ``impute``'s
-intervals), the benchmark's trained runs can be brought up to date without training again, which on a time budget
-would not give the same weights: this calls ``choose_method`` exactly as the trainer does (the run's held-out rows,
-``split_rows(N, holdout, seed)``, its seed, the default cap) on each run's saved model, checks that the method and
-errors it finds are the ones the run recorded, and saves the model with the new record (atomically, the weights as
-they are), appending a row per run to --out (the method, the number of scores, each method's q at 0.9). Then
-``tables.py --parts multiple --work ...`` scores the intervals as a freshly trained run would give them.
+(``SavedModel.imputation``). When that check changes (a new field, the conformity scores that calibrate ``impute``'s
+intervals; RePaint's steps), the benchmark's trained runs can be brought up to date without training again, which on
+a time budget would not give the same weights: this calls ``choose_method`` exactly as the trainer does (the run's
+held-out rows, ``split_rows(N, holdout, seed)``, its seed, the default cap) on each run's saved model, checks that x_t
+replacement's error (whose settings never changed) is the one the run recorded, and saves the model with the new
+record (atomically, the weights as they are), appending a row per run to --out (the method before and now, both
+errors, the number of scores, each method's q at 0.9). Then ``tables.py --work ...`` imputes as a freshly trained
+run would.
 
     python benchmarks/tables_rerecord.py --work runs/tables-bench-choice \
         --out benchmarks/results/tables_choice_rerecord.jsonl
@@ -49,11 +50,12 @@ def main() -> None:
             held = torch.from_numpy(split_rows(len(codes), args.holdout, seed)[1])
             record = choose_method(model, codes[held], seed=seed)
             old = model.imputation
-            if (record["method"], record["rmse"]) != (old["method"], old["rmse"]):
-                raise SystemExit(f"{folder}: the check finds {record['method']} {record['rmse']}, the run recorded "
-                                 f"{old['method']} {old['rmse']}: not the run's model or not its held-out rows")
+            if record["rmse"]["replace_xt"] != old["rmse"]["replace_xt"]:  # a method whose settings stayed
+                raise SystemExit(f"{folder}: the check finds replace_xt's error {record['rmse']['replace_xt']}, the "
+                                 f"run recorded {old['rmse']['replace_xt']}: not the run's model or held-out rows")
             dataclasses.replace(model, imputation=record).save(folder / "run" / "model", online=online)
-            row = dict(table=name, seed=seed, method=record["method"], scores=len(record["scores"][record["method"]]),
+            row = dict(table=name, seed=seed, method=record["method"], was=old["method"], rmse=record["rmse"],
+                       scores=len(record["scores"][record["method"]]),
                        q90={m: conformal_quantile(z, 0.9) for m, z in record["scores"].items()})
             print(json.dumps(row), flush=True)
             with open(args.out, "a") as f:

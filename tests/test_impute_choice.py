@@ -265,3 +265,20 @@ def test_calibrated_intervals_cover_where_the_draws_are_too_narrow():
     lower, upper = intervals(draws[..., None], 0.9, Standardize.identity(1))
     assert ((lower[:, 0] <= y) & (y <= upper[:, 0])).double().mean().item() < 0.72  # P(|Z| < 0.96) = 0.66
     assert not dataclasses.replace(result, scores=scores[:8]).calibrated(0.9)  # too few: the draws' own
+
+
+def test_repaint_imputes_on_fewer_steps_than_it_inpaints(tmp_path, capsys):
+    """imputation.REPAINT_STEPS (100; the benchmark's choice for tables) where none are given, on a chain of T = 200
+    whose inpainting default is 200 (min(250, T)): the command says 100 and writes impute(steps=100)'s rows."""
+    torch.manual_seed(0)
+    folder = SavedModel(MLP(2, 200, width=8, depth=1, emb_dim=8), make_schedule("linear", 200), "epsilon",
+                        Standardize.identity(2), "t").save(tmp_path / "m")
+    x = np.array([[0.5, np.nan], [np.nan, -1.0]])
+    np.save(tmp_path / "gaps.npy", x)
+    assert main(["impute", str(folder), "--data", str(tmp_path / "gaps.npy"), "--out", str(tmp_path / "o.npy"),
+                 "--draws", "2", "--threads", "1", "--method", "repaint"]) == 0
+    assert "repaint on ddpm, 100 steps" in capsys.readouterr().err
+    model = load_model(folder)
+    expected = impute(model, torch.from_numpy(x), 2, method="repaint", steps=100).filled.numpy()
+    assert np.array_equal(np.load(tmp_path / "o.npy"), expected)
+    assert not np.array_equal(expected, impute(model, torch.from_numpy(x), 2, method="repaint", steps=200).filled)

@@ -41,7 +41,7 @@ from .columns import Table, rounded
 from .errors import InputError, check_int
 from .param import Denoiser, ReverseModel
 from .samplers import DEFAULT_SAMPLER, DEFAULT_SPACING
-from .samplers.known import sample_known
+from .samplers.known import default_steps, sample_known
 from .samplers.repaint import JUMP_LENGTH, JUMP_N_SAMPLE
 from .sampling import Plan, finite, plan, sampler_inputs
 from .saved import SavedModel
@@ -63,6 +63,11 @@ from .schedule import NoiseSchedule
 # RePaint's resampling there narrows the draws below the posterior's spread.
 DEFAULT_DRAWS = 50
 DEFAULT_METHOD = "replace_xt"
+# RePaint's steps for imputation, not the paper's 250 (its image inpainting default): on the tables benchmark's 12
+# trained runs (benchmarks/RESULTS.md, "RePaint on 100 steps") 100 steps lowered the held-out cells' error on iris,
+# wine and breast cancer by 2-5 % (diabetes +0.5 %) and the real gaps' by 2 % on breast cancer, at 910 network calls
+# a draw instead of 2,410; on the exact oracle above, 1.31 against 1.35 x the exact mean's error.
+REPAINT_STEPS = 100
 NUMERIC = ("continuous", "integer", "positive", "bounded")  # the kinds that get a mean and an interval
 
 
@@ -71,6 +76,11 @@ def default_method(model: SavedModel, sampler: str = DEFAULT_SAMPLER) -> str:
     (``train.impute_choice``; RePaint only on the ancestral sampler ``ddpm``), else DEFAULT_METHOD."""
     chosen = (model.imputation or {}).get("method", DEFAULT_METHOD)
     return DEFAULT_METHOD if chosen == "repaint" and sampler != "ddpm" else chosen
+
+
+def impute_steps(method: str, T: int) -> int:
+    """The steps of ``method`` when none are given: REPAINT_STEPS for RePaint, sample_known's otherwise (at most T)."""
+    return min(REPAINT_STEPS, T) if method == "repaint" else default_steps(method, T)
 
 
 def column_layout(transform) -> tuple[list[str], list[slice]]:
@@ -243,6 +253,7 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | 
         return sampler_inputs(model, sampling.sampler, sampling.options, labels[rows], sampling.guidance)[0]
 
     method = method or default_method(model, sampling.sampler)
+    steps = impute_steps(method, model.schedule.T) if steps is None else steps
     draws_model = impute_draws(denoiser, model.schedule, model.transform.forward(x).float(), draws, method=method,
                                sampler=sampling.sampler, steps=steps, spacing=spacing,
                                grid_options=sampling.grid_options, seed=seed, batch_size=batch_size,

@@ -21,8 +21,17 @@ from ..data.dataset import class_name
 from ..data.files import check_output_path, csv_lines, fits_float32, read_npy, save_array
 from ..data.tables import check_header, encode, is_missing, parse_number, pop_column, read_table, write_table
 from ..errors import InputError
-from ..imputation import DEFAULT_DRAWS, DEFAULT_METHOD, NUMERIC, column_layout, default_method, impute_with
-from ..samplers.known import default_steps, known_nfe
+from ..imputation import (
+    DEFAULT_DRAWS,
+    DEFAULT_METHOD,
+    NUMERIC,
+    REPAINT_STEPS,
+    column_layout,
+    default_method,
+    impute_steps,
+    impute_with,
+)
+from ..samplers.known import known_nfe
 from .common import HelpFormatter, conditioning_note, label_column, positive
 from .inpaint import add_known_value_arguments
 from .sampling_args import add_model_arguments, add_output_arguments, prepare
@@ -53,7 +62,8 @@ def add_parser(sub) -> None:
                    help="where --intervals go, a .csv of row, column, value, lower, upper (default: beside --out, "
                         "STEM.intervals.csv)")
     add_known_value_arguments(p, None, f"the model's, chosen where training ended on held-out cells of a table with "
-                                       f"gaps (gaussdiff train --impute-check-cells), else {DEFAULT_METHOD}")
+                                       f"gaps (gaussdiff train --impute-check-cells), else {DEFAULT_METHOD}",
+                              f"min({REPAINT_STEPS}, T) for repaint, else min(100, T)")
     # no --class or guidance: a class-conditional model imputes each row given the class in its label column
     p.set_defaults(classes=None, guidance=None, guidance_interval=None, guidance_interval_unit="sigma",
                    guidance_rescale=0.0)
@@ -278,7 +288,7 @@ def run(args) -> None:
     rows = read_rows(args.data, model, args.run)
     check_gaps(rows, model, args.data)
     method = args.method or default_method(model, args.sampler)
-    steps = args.steps or default_steps(method, model.schedule.T)
+    steps = args.steps or impute_steps(method, model.schedule.T)
     nfe = known_nfe(method, args.sampler, steps, args.jump_length, args.jump_count)
     gaps = int(torch.isnan(rows.x).any(1).sum())
     print(f"imputing {int(torch.isnan(rows.x).sum())} missing cells in {gaps} of {len(rows.x)} rows, {args.draws} "

@@ -45,12 +45,13 @@ def add_parser(sub) -> None:
     add_class_arguments(p)
 
 
-def add_known_value_arguments(p, method: str | None = DEFAULT_METHOD, default_text: str | None = None) -> None:
-    """--method (default ``method``, shown as ``default_text`` if given), the sampler's options and RePaint's jumps:
-    how a command with known values draws the rest."""
+def add_known_value_arguments(p, method: str | None = DEFAULT_METHOD, default_text: str | None = None,
+                              steps_text: str = "250 for repaint (the paper's), else min(100, T)") -> None:
+    """--method (default ``method``, shown as ``default_text`` if given), the sampler's options (--steps' default
+    shown as ``steps_text``) and RePaint's jumps: how a command with known values draws the rest."""
     p.add_argument("--method", choices=METHODS, default=method,
                    help=METHOD_HELP if default_text is None else f"{METHOD_HELP} (default: {default_text})")
-    add_sampler_arguments(p, "250 for repaint (the paper's), else min(100, T)")
+    add_sampler_arguments(p, steps_text)
     p.add_argument("--jump-length", type=int, default=JUMP_LENGTH, help="repaint: steps walked back up per jump (j)")
     p.add_argument("--jump-count", type=int, default=JUMP_N_SAMPLE,
                    help="repaint: passes over each jump's stretch of the chain (r; 1: no resampling)")
