@@ -210,6 +210,9 @@ def test_impute_writes_intervals_calibrated_on_the_scores(tmp_path, capsys):
             lower, upper = rows[rows[:, 0] == i, 1:][0]
             half = q * values.std(ddof=1)
             assert (lower, upper) == pytest.approx((values.mean() - half, values.mean() + half), abs=1e-5)
+    assert main(["impute", str(folder), "--data", str(tmp_path / "gaps.npy"), "--out", str(tmp_path / "s.csv"),
+                 "--draws", "3", "--intervals", "0.9", "--threads", "1", "--steps", "7"]) == 0
+    assert "calibrated" not in capsys.readouterr().out  # not drawn as the scored draws were: the draws' own
 
 
 def test_the_line_names_both_errors():

@@ -24,8 +24,9 @@ From the K draws, decoded into the data's units:
   split-conformal intervals instead (:func:`calibrated_intervals`; Vovk et al. 2005, Lei et al. 2018): mean +- q s,
   q the ceil((n + 1) l)-th smallest score, which a fresh exchangeable cell's score stays at or below with probability
   >= l. The gaps of training rows are not exchangeable with held-out cells, and more draws than 10 shrink a score's
-  noise, so this is near l rather than a guarantee; where n is too small for l (ceil((n + 1) l) > n), or the method or
-  sampler is not the one scored (each method on ``ddpm``, its default steps), the draws' own interval stands.
+  noise, so this is near l rather than a guarantee; where n is too small for l (ceil((n + 1) l) > n), or the draws
+  are not made as the scored ones were (each method on ``ddpm`` with its default steps and jumps), the draws' own
+  interval stands.
 """
 
 from __future__ import annotations
@@ -254,7 +255,10 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | 
         return sampler_inputs(model, sampling.sampler, sampling.options, labels[rows], sampling.guidance)[0]
 
     method = method or default_method(model, sampling.sampler)
-    steps = impute_steps(method, model.schedule.T) if steps is None else steps
+    default = impute_steps(method, model.schedule.T)
+    scored = sampling.sampler == DEFAULT_SAMPLER and steps in (None, default) and \
+        (method != "repaint" or (jump_length, jump_n_sample) == (JUMP_LENGTH, JUMP_N_SAMPLE))  # as the check drew
+    steps = default if steps is None else steps
     draws_model = impute_draws(denoiser, model.schedule, model.transform.forward(x).float(), draws, method=method,
                                sampler=sampling.sampler, steps=steps, spacing=spacing,
                                grid_options=sampling.grid_options, seed=seed, batch_size=batch_size,
@@ -263,7 +267,6 @@ def impute_with(sampling: Plan, x, draws: int = DEFAULT_DRAWS, *, method: str | 
     decoded = model.transform.inverse(draws_model.flatten(0, 1).double()).double().view(draws, *x.shape)
     draw_codes = torch.where(missing, decoded, x)
     filled = torch.where(missing, point_estimate(draw_codes, draws_model, model.transform), x)
-    scored = sampling.sampler == DEFAULT_SAMPLER  # the check drew on it
     scores = ((model.imputation or {}).get("scores") or {}).get(method) if scored else None
     return Imputation(filled, draw_codes, missing, draws_model, model.transform, scores)
 
