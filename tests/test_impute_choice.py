@@ -1,6 +1,7 @@
-"""Training's choice of imputation method (issue 13, train/impute_choice.py): the held-out cells it hides, the choice
-against the exact conditional of a known Gaussian mixture, the record saved in the model, and the default that
-``gaussdiff impute`` and ``imputation.impute`` take from it."""
+"""Training's check of the imputation methods (issue 13, train/impute_choice.py): the held-out cells it hides, the
+choice against the exact conditional of a known Gaussian mixture, the record saved in the model, the default that
+``gaussdiff impute`` and ``imputation.impute`` take from it, the intervals its scores calibrate (split conformal,
+against a simulation and by hand) and RePaint's imputation steps."""
 
 import dataclasses
 import json
