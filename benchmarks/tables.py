@@ -64,6 +64,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from gaussdiff.data.split import split_rows  # noqa: E402
 from gaussdiff.data.tables import encode, read_table, write_table  # noqa: E402
 from gaussdiff.imputation import DEFAULT_DRAWS, impute, intervals, point_estimate  # noqa: E402
 from gaussdiff.saved import load_model  # noqa: E402
@@ -529,6 +530,22 @@ def add_probe_arguments(p: argparse.ArgumentParser, work: str) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default=work)
     p.add_argument("--out", required=True)
+
+
+def probe_row(out: str, prov: Provenance, row: dict) -> None:
+    """A probe's result row: printed, and appended to ``out`` stamped with the run's provenance."""
+    print(json.dumps(row), flush=True)
+    with open(out, "a") as f:
+        f.write(json.dumps(prov.stamp(row)) + "\n")
+
+
+def held_out_of_run(work: str, name: str, seed: int, holdout: float):
+    """(the folder of the gapped run of ``name`` and ``seed`` under ``work``, its saved model, the codes of the rows
+    it held out, ``split_rows(N, holdout, seed)`` as its training split them, NaN where missing)."""
+    folder = Path(work) / f"{name}-seed{seed}-gaps"
+    model = load_model(folder / "run")
+    codes = torch.from_numpy(encode(read_table(folder / "data.csv"), model.transform.specs))
+    return folder, model, codes[torch.from_numpy(split_rows(len(codes), holdout, seed)[1])]
 
 
 def key_values(items: list[str]) -> dict:

@@ -12,7 +12,6 @@ interval coverage of K = 10 draws. Compare with tables.py's own rows (the mean f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -51,9 +50,7 @@ def main() -> None:
             lower, upper = (b.numpy() for b in ten.intervals(0.9))
             row = dict(table=name, seed=seed, variant="em-draw", z_rmse=point,
                        coverage10=tm.coverage(lower, upper, truth, removed & numeric), steps=trained["steps"])
-            print(json.dumps(row), flush=True)
-            with open(args.out, "a") as f:
-                f.write(json.dumps(prov.stamp(row)) + "\n")
+            bench.probe_row(args.out, prov, row)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Compare the winner with the methods' z-RMSE on the real gaps (tables.py with --i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,9 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables as bench  # noqa: E402
 from provenance import Provenance  # noqa: E402
 
-from gaussdiff.data.split import split_rows  # noqa: E402
-from gaussdiff.data.tables import encode, read_table  # noqa: E402
-from gaussdiff.saved import load_model  # noqa: E402
 from gaussdiff.train.impute_choice import choose_method  # noqa: E402
 
 
@@ -40,17 +36,10 @@ def main() -> None:
     prov = Provenance(vars(args))
     for seed in args.seeds:
         for name in args.tables:
-            folder = Path(args.work) / f"{name}-seed{seed}-gaps"
-            model = load_model(folder / "run")
-            codes = torch.from_numpy(encode(read_table(folder / "data.csv"), model.transform.specs))
-            held = torch.from_numpy(split_rows(len(codes), args.holdout, seed)[1])
-            record = choose_method(model, codes[held], cells=None, draws=args.draws, seed=seed)
-            row = dict(table=name, seed=seed, heldout_rows=len(held), cells=record["cells"], draws=args.draws,
-                       **record["rmse"], coverage=record["coverage"])
-            print(json.dumps(row), flush=True)
-            with open(args.out, "a") as f:
-                f.write(json.dumps(prov.stamp(row)) + "\n")
-
+            _, model, held = bench.held_out_of_run(args.work, name, seed, args.holdout)
+            record = choose_method(model, held, cells=None, draws=args.draws, seed=seed)
+            bench.probe_row(args.out, prov, dict(table=name, seed=seed, heldout_rows=len(held), cells=record["cells"],
+                                                 draws=args.draws, **record["rmse"], coverage=record["coverage"]))
 
 if __name__ == "__main__":
     main()

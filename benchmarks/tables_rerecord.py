@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -28,8 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tables as bench  # noqa: E402
 from provenance import Provenance  # noqa: E402
 
-from gaussdiff.data.split import split_rows  # noqa: E402
-from gaussdiff.data.tables import encode, read_table  # noqa: E402
 from gaussdiff.imputation import conformal_quantile  # noqa: E402
 from gaussdiff.saved import load_model  # noqa: E402
 from gaussdiff.train.impute_choice import choose_method  # noqa: E402
@@ -44,11 +41,9 @@ def main() -> None:
     prov = Provenance(vars(args))
     for seed in args.seeds:
         for name in args.tables:
-            folder = Path(args.work) / f"{name}-seed{seed}-gaps"
-            model, online = load_model(folder / "run"), load_model(folder / "run", weights="online").network
-            codes = torch.from_numpy(encode(read_table(folder / "data.csv"), model.transform.specs))
-            held = torch.from_numpy(split_rows(len(codes), args.holdout, seed)[1])
-            record = choose_method(model, codes[held], seed=seed)
+            folder, model, held = bench.held_out_of_run(args.work, name, seed, args.holdout)
+            online = load_model(folder / "run", weights="online").network
+            record = choose_method(model, held, seed=seed)
             old = model.imputation
             if record["rmse"]["replace_xt"] != old["rmse"]["replace_xt"]:  # a method whose settings stayed
                 raise SystemExit(f"{folder}: the check finds replace_xt's error {record['rmse']['replace_xt']}, the "
@@ -57,10 +52,7 @@ def main() -> None:
             row = dict(table=name, seed=seed, method=record["method"], was=old["method"], rmse=record["rmse"],
                        scores=len(record["scores"][record["method"]]),
                        q90={m: conformal_quantile(z, 0.9) for m, z in record["scores"].items()})
-            print(json.dumps(row), flush=True)
-            with open(args.out, "a") as f:
-                f.write(json.dumps(prov.stamp(row)) + "\n")
-
+            bench.probe_row(args.out, prov, row)
 
 if __name__ == "__main__":
     main()

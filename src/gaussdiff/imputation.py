@@ -31,6 +31,8 @@ From the K draws, decoded into the data's units:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -71,6 +73,13 @@ DEFAULT_METHOD = "replace_xt"
 # the exact mean's error. DEFAULT_METHOD is the fallback: a model trained with held-out rows carries its own choice.
 REPAINT_STEPS = 100
 NUMERIC = ("continuous", "integer", "positive", "bounded")  # the kinds that get a mean and an interval
+
+
+def on_cpu(model: SavedModel) -> SavedModel:
+    """``model``, or a copy of it whose network is on the CPU, where imputation runs (a network trained elsewhere)."""
+    if next(model.network.parameters()).device.type == "cpu":
+        return model
+    return dataclasses.replace(model, network=copy.deepcopy(model.network).cpu())
 
 
 def default_method(model: SavedModel, sampler: str = DEFAULT_SAMPLER) -> str:

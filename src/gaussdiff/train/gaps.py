@@ -17,13 +17,11 @@ where a whole one does.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 
 import torch
 
 from ..data import Dataset
-from ..imputation import DEFAULT_DRAWS, impute_with
+from ..imputation import DEFAULT_DRAWS, impute_with, on_cpu
 from ..samplers import DEFAULT_SAMPLER
 from ..saved import SavedModel
 from ..sampling import plan
@@ -47,9 +45,7 @@ class GapFiller:
     def fill(self, model: SavedModel, step: int) -> None:
         """One E step with ``model`` (the EMA network of the lowest held-out loss), at training step ``step``; on the
         CPU, where imputation runs (a copy of a network trained elsewhere)."""
-        if next(model.network.parameters()).device.type != "cpu":
-            model = dataclasses.replace(model, network=copy.deepcopy(model.network).cpu())
-        sampling = plan(model, DEFAULT_SAMPLER)
+        sampling = plan(on_cpu(model), DEFAULT_SAMPLER)
         for data in self.sets.values():
             labels = data.labels if data.conditional else None
             imputed = impute_with(sampling, data.data, self.draws, seed=self.seed + len(self.filled_at),

@@ -17,13 +17,11 @@ saved in the model (``SavedModel.imputation``) and shown at the end of training.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 
 import torch
 
-from ..imputation import NUMERIC, column_layout, impute_with, intervals
+from ..imputation import NUMERIC, column_layout, impute_with, intervals, on_cpu
 from ..samplers import DEFAULT_SAMPLER
 from ..saved import SavedModel
 from ..sampling import plan
@@ -64,8 +62,7 @@ def choose_method(model: SavedModel, x: torch.Tensor, labels: torch.Tensor | Non
     classes ``labels`` (N,) for a class-conditional model (the module doc): {"method", "by", "cells", "draws",
     "level", "rmse": {method: ...}, "coverage": {method: ... or None}, "scores": {method: [...]}}; None where no row
     has two observed cells. On the CPU, where imputation runs (a copy of a network trained elsewhere)."""
-    if next(model.network.parameters()).device.type != "cpu":
-        model = dataclasses.replace(model, network=copy.deepcopy(model.network).cpu())
+    model = on_cpu(model)
     x = torch.as_tensor(x, dtype=torch.float64)
     kinds, slices = column_layout(model.transform)
     row, column = hidden_cells(x, cells, seed, torch.tensor([s.stop > s.start for s in slices]))
