@@ -11,7 +11,7 @@ import scipy.special
 import scipy.stats
 import torch
 
-from gaussdiff.columns import EPS, ColumnSpec, Table, check_spec, constant_code
+from gaussdiff.columns import EPS, TIE_WIDEN, ColumnSpec, Table, check_spec, constant_code
 from gaussdiff.errors import InputError
 from gaussdiff.transforms import TRANSFORMS, transform_from_dict
 
@@ -144,19 +144,46 @@ def test_quantile_knots_are_the_sorted_data_with_their_normal_scores():
                                [expected[-1] + 2.0 / v.std(), expected[0] - 3.0 / v.std()], rtol=1e-12)
 
 
-def test_quantile_ties_are_merged_and_still_invert():
-    """A zero-inflated column: 60 % zeros give many equal quantiles, merged into one knot at the mean of their
-    scores; knots and scores stay strictly increasing and every value round-trips."""
+def test_quantile_ties_are_steps_that_keep_their_point_mass():
+    """A zero-inflated column: 60 % zeros give a run of equal quantiles, kept as its two ends, so the inverse is flat
+    on the run's scores. A standard normal in model units then decodes to the data's distribution, its point mass at
+    0 included (KS against the data below the 0.99 bound of two samples of the same law; the step's share of draws that
+    of its probabilities, from P_CLIP to the last zero's p_k + w s, within 4 binomial sd), and never below 0; 0 maps
+    to the middle of its mass, Phi^-1 of the mean of those two; every value round-trips."""
     rng = np.random.default_rng(7)
     v = np.where(rng.uniform(size=2000) < 0.6, 0.0, rng.exponential(5.0, 2000))[:, None]
     t = Table.fit(v, [ColumnSpec("v", "continuous", transform="quantile")])
     col = t.to_dict()["columns"][0]
-    assert np.all(np.diff(col["knots"]) > 0) and np.all(np.diff(col["scores"]) > 0)
-    assert col["knots"].count(0.0) == 1
-    p = np.linspace(0, 1, 1000)
-    tied = scipy.special.ndtri(np.clip(p, 1e-7, 1 - 1e-7))[np.quantile(v[:, 0], p) == 0]
-    assert t.forward([[0.0]])[0, 0].item() == pytest.approx(tied.mean(), rel=1e-12)
+    assert col["knots"][:3].count(0.0) == 2 and np.all(np.diff(col["knots"][1:]) > 0)
+    assert np.all(np.diff(col["scores"]) > 0)
+    p = np.linspace(0, 1, 1000)  # 2,000 rows: the knots are quantiles at 1,000 p_k, spaced s = 1 / 999
+    top = p[np.flatnonzero(np.quantile(v[:, 0], p) == 0)[-1]] + TIE_WIDEN / 999  # the zeros' step: [1e-7, top]
+    middle = scipy.special.ndtri((1e-7 + top) / 2)
+    assert t.forward([[0.0]])[0, 0].item() == pytest.approx(middle, rel=1e-9)
+    m = 20_000
+    decoded = t.inverse(torch.from_numpy(rng.standard_normal((m, 1)))).numpy()[:, 0]
+    assert decoded.min() == 0.0
+    assert scipy.stats.ks_2samp(decoded, v[:, 0]).statistic < 1.63 * math.sqrt(1 / m + 1 / len(v))
+    assert (decoded == 0).mean() == pytest.approx(top, abs=4 * math.sqrt(0.25 / m))  # the step's mass
     np.testing.assert_allclose(t.inverse(t.forward(v)).numpy(), v, rtol=1e-9, atol=1e-12)
+
+
+def test_quantile_map_of_rounded_values_decodes_onto_them():
+    """Values kept to one decimal (most repeated): each repeated value u seen c times is a step of probability
+    (c - 1 + 2 w) s (s = 1 / (n - 1), w = TIE_WIDEN; only w s at either end of the column), so a standard normal
+    decodes onto the observed values with the summed probability of the steps (counted from the data here), and the
+    decoded column matches the data (KS)."""
+    rng = np.random.default_rng(8)
+    v = np.round(rng.normal(5.0, 0.8, 150), 1)
+    t = Table.fit(v[:, None], [ColumnSpec("v", "continuous", transform="quantile")])
+    m = 40_000
+    decoded = t.inverse(torch.from_numpy(rng.standard_normal((m, 1)))).numpy()[:, 0]
+    values, counts = np.unique(v, return_counts=True)
+    s = 1 / (len(v) - 1)
+    steps = sum((c - 1 + 2 * TIE_WIDEN) * s for c in counts if c > 1)
+    steps -= TIE_WIDEN * s * ((counts[0] > 1) + (counts[-1] > 1))  # the ends: no p below 0 or above 1
+    assert np.isin(decoded, values).mean() == pytest.approx(steps, abs=4 * math.sqrt(0.25 / m))
+    assert scipy.stats.ks_2samp(decoded, v).statistic < 1.63 * math.sqrt(1 / m + 1 / len(v))
 
 
 def test_categorical_entries_are_plus_minus_one_and_decode_by_argmax(table):

@@ -174,7 +174,10 @@ def _expected(x):
         return "categorical", None
     if np.all(x == np.floor(x)):
         return "integer", None
-    return "continuous", "quantile" if abs(scipy.stats.skew(x)) > 1 else "standardize"
+    texts = [repr(float(v)) for v in x]  # as the test writes them
+    no_places = any("e" in t for t in texts) or max(len(t.partition(".")[2]) for t in texts) > 8
+    tied = 1 - distinct.size / x.size >= 0.1  # a tenth of the cells repeat another's value
+    return "continuous", "quantile" if abs(scipy.stats.skew(x)) > 1 or (tied and no_places) else "standardize"
 
 
 @pytest.mark.parametrize("load", [load_iris, load_wine, load_diabetes, load_breast_cancer])

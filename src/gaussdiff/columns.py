@@ -44,6 +44,7 @@ class ColumnSpec:
 EPS = 1e-6  # a bounded column's u is squeezed into [EPS, 1 - EPS], so its logit is finite at low and high
 P_CLIP = 1e-7  # the quantile map's probabilities are clipped to [P_CLIP, 1 - P_CLIP] (scikit-learn's bound)
 MAX_KNOTS = 1000  # the quantile map keeps at most this many empirical quantiles
+TIE_WIDEN = 0.45  # a repeated value's step in the quantile map reaches this share of a p-spacing past its run's ends
 MAX_DECIMALS = 8  # a column whose cells show more places than this is not rounded
 OPTIONS = {"continuous": ("transform", "decimals"), "integer": (), "positive": ("decimals",),
            "bounded": ("low", "high", "decimals"), "constant": ("value",), "categorical": ("categories",)}
@@ -258,39 +259,65 @@ class _Integer(_Affine):
 class _Quantile(_Column):
     """The quantile map to N(0, 1) (TabDDPM's quantile transform): y is piecewise linear through the knots
     (x_k, z_k), x_k the empirical quantiles at p_k = k / (n_q - 1), z_k = Phi^-1(p_k) with p_k clipped to
-    [P_CLIP, 1 - P_CLIP] (equal x_k merged, their z_k averaged), and linear with slope 1 / std beyond the end knots;
-    log|dy/dx| = log of the slope of x's segment (at a knot, the segment on its right)."""
+    [P_CLIP, 1 - P_CLIP], and linear with slope 1 / std beyond the end knots; log|dy/dx| = log of the slope of x's
+    segment (at a knot, the segment on its right). A value the data repeat (a run of equal x_k, k = a..b) keeps two
+    knots (u, Phi^-1(p_a - w s)) and (u, Phi^-1(p_b + w s)), s = 1 / (n_q - 1) the spacing of the p_k, w = TIE_WIDEN:
+    the inverse is flat there, so u keeps about its share of the rows as a point mass (rounded measurements, computed
+    values on a grid, zero-inflated columns) instead of spreading onto the ramps beside it; u itself maps to the middle
+    of its mass, Phi^-1((p_lo + p_hi) / 2). Between two repeated values a ramp of (1 - 2 w) s is left, so the map
+    stays invertible and its slope finite."""
 
     fitted = ("knots", "scores", "std")
 
     def __init__(self, spec, knots, scores, std):
         super().__init__(spec)
-        self.knots, self.scores = self._increasing("knots", knots), self._increasing("scores", scores)
+        self.knots, self.scores = self._knots(knots), self._increasing("scores", scores)
         if len(self.knots) != len(self.scores):
             raise InputError(f"table transform, column {spec.name!r}: 'knots' and 'scores' must have equal lengths, "
                              f"got {len(self.knots)} and {len(self.scores)}")
         self.std = self._number("std", std, positive=True)
+        tied = torch.zeros(len(self.knots), dtype=torch.bool)
+        tied[1:] = self.knots[1:] == self.knots[:-1]
+        p = torch.special.ndtr(self.scores)
+        self.tied, self.middles = tied, torch.special.ndtri((p + p.roll(1)) / 2)  # used where tied: k >= 1
+
+    @staticmethod
+    def _floats(values) -> torch.Tensor | None:
+        """values as float64 (>= 2,) if a list of finite numbers, else None."""
+        ok = isinstance(values, (list, tuple)) and len(values) >= 2 and all(_real(v) for v in values)
+        return torch.tensor(values, dtype=torch.float64) if ok else None
 
     def _increasing(self, key: str, values) -> torch.Tensor:
-        """values as float64 (>= 2,); InputError naming the field unless finite numbers, strictly increasing."""
-        ok = isinstance(values, (list, tuple)) and len(values) >= 2 and all(_real(v) for v in values)
-        t = torch.tensor(values if ok else [], dtype=torch.float64)
-        if not (ok and (t[1:] > t[:-1]).all()):
+        """values as float64; InputError naming the field unless at least 2 strictly increasing finite numbers."""
+        t = self._floats(values)
+        if t is None or not (t[1:] > t[:-1]).all():
             raise InputError(f"table transform, column {self.spec.name!r}: {key!r} must be a list of at least 2 "
                              f"strictly increasing finite numbers")
+        return t
+
+    def _knots(self, values) -> torch.Tensor:
+        """The knots as float64; InputError unless finite, non-decreasing, no value three times, two distinct."""
+        t = self._floats(values)
+        if t is None or not ((t[1:] >= t[:-1]).all() and (t[2:] > t[:-2]).all() and t[-1] > t[0]):
+            raise InputError(f"table transform, column {self.spec.name!r}: 'knots' must be a list of finite "
+                             f"non-decreasing numbers, at least 2 distinct, none repeated more than twice")
         return t
 
     @classmethod
     def fit(cls, spec, x):
         v = _observed(spec, x).numpy()
         p = np.linspace(0.0, 1.0, min(MAX_KNOTS, len(v)))
-        z = torch.special.ndtri(torch.from_numpy(np.clip(p, P_CLIP, 1 - P_CLIP))).numpy()
-        knots, group = np.unique(np.quantile(v, p), return_inverse=True)
-        scores = np.bincount(group, weights=z) / np.bincount(group)  # tied knots merged: their mean score
-        return cls(spec, knots.tolist(), scores.tolist(), float(v.std()))
+        q = np.quantile(v, p)
+        first, last = np.r_[True, q[1:] != q[:-1]], np.r_[q[1:] != q[:-1], True]  # of a run of equal quantiles
+        widen = TIE_WIDEN / max(len(p) - 1, 1) * (last.astype(float) - first) * ~(first & last)
+        z = torch.special.ndtri(torch.from_numpy(np.clip(p + widen, P_CLIP, 1 - P_CLIP))).numpy()
+        return cls(spec, q[first | last].tolist(), z[first | last].tolist(), float(v.std()))
 
     def forward(self, x):
-        return _piecewise_linear(x, self.knots.to(x.device), self.scores.to(x.device), 1 / self.std)[0][:, None]
+        y = _piecewise_linear(x, self.knots.to(x.device), self.scores.to(x.device), 1 / self.std)[0]
+        k = torch.searchsorted(self.knots.to(x.device), x.detach().contiguous(), right=True) - 1
+        at_tie = (k >= 1) & (x == self.knots.to(x.device)[k.clamp(min=0)]) & self.tied.to(x.device)[k.clamp(min=0)]
+        return torch.where(at_tie, self.middles.to(x.device)[k.clamp(min=0)], y)[:, None]
 
     def inverse(self, y):
         return _piecewise_linear(y[:, 0], self.scores.to(y.device), self.knots.to(y.device), self.std)[0]
@@ -300,10 +327,12 @@ class _Quantile(_Column):
 
 
 def _piecewise_linear(v, a, b, tail: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The map through the knots (a_k, b_k) (both strictly increasing), linear between them and with slope ``tail``
-    beyond the ends, at v, and its slope there (at a knot: the segment on its right). Its inverse swaps a and b."""
+    """The map through the knots (a_k, b_k) (both non-decreasing, one of them strictly), linear between them and with
+    slope ``tail`` beyond the ends, at v, and its slope there (at a knot: the segment on its right; a flat segment,
+    b_k = b_k+1, has slope 0). Its inverse swaps a and b."""
     k = (torch.searchsorted(a, v.detach().contiguous(), right=True) - 1).clamp(0, len(a) - 2)
-    slope = (b[k + 1] - b[k]) / (a[k + 1] - a[k])
+    gap = a[k + 1] - a[k]  # 0 only for v below a tied first knot: a tail
+    slope = (b[k + 1] - b[k]) / torch.where(gap > 0, gap, 1.0)
     tails = (v < a[0]) | (v >= a[-1])
     k = torch.where(v >= a[-1], len(a) - 1, k)  # beyond the last knot, measure from it
     slope = torch.where(tails, tail, slope)

@@ -18,6 +18,7 @@ from .tables import RawTable, cell_key, is_missing, key_order, read_text, shown
 
 SCHEMA_FORMAT, SCHEMA_VERSION = "gaussdiff-columns", 1
 SKEWED = 1.0  # |sample skewness| above which a continuous column is mapped by quantiles (TabDDPM's choice)
+TIED = 0.1  # the share of repeated cells from which a column without decimals is mapped by quantiles
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,8 +73,16 @@ def _infer_column(raw: RawTable, j: int) -> ColumnSpec:
     values = np.array(keys)
     if np.array_equal(values, np.round(values)):
         return ColumnSpec(name, "integer")
-    return ColumnSpec(name, "continuous", transform="quantile" if abs(skewness(values)) > SKEWED else "standardize",
-                      decimals=decimals(cells))
+    places = decimals(cells)
+    return ColumnSpec(name, "continuous", transform=continuous_map(values, places), decimals=places)
+
+
+def continuous_map(values: np.ndarray, places: int | None) -> str:
+    """quantile for a skewed column (|skewness| > SKEWED, TabDDPM's choice) or one whose repeated values no rounding
+    restores (at least TIED of its cells repeat another's and it has no decimals: computed values on a grid, such as
+    rescaled integers), whose point masses the quantile map keeps as steps; else standardize."""
+    repeated = 1 - len(np.unique(values)) / len(values)
+    return "quantile" if abs(skewness(values)) > SKEWED or (places is None and repeated >= TIED) else "standardize"
 
 
 def decimals(cells: list[str]) -> int | None:
@@ -114,9 +123,10 @@ def infer_schema(raw: RawTable, overrides: dict[str, ColumnSpec] | None = None) 
     takes that spec, its left-out options inferred from the data; every other column is inferred:
     every cell missing: InputError; one distinct value: constant; some text: InputError naming it when at least
     half of the cells are numbers, else categorical; exactly 2 distinct values: categorical; all numbers whole:
-    integer; else continuous, by quantiles when |skewness| > 1, else standardized, with the decimals its cells
-    show. positive and bounded only come from a schema. Categories are the distinct cells' text, numbers by value
-    first, then text in Python's order."""
+    integer; else continuous, by quantiles when |skewness| > 1 or a tenth of its cells repeat values and it has no
+    decimals (:func:`continuous_map`), else standardized, with the decimals its cells show. positive and bounded only
+    come from a schema. Categories are the distinct cells' text, numbers by value first, then text in Python's
+    order."""
     overrides = overrides or {}
     return [_complete(raw, j, overrides[name]) if name in overrides else _infer_column(raw, j)
             for j, name in enumerate(raw.header)]
