@@ -219,6 +219,7 @@ def sw2_floor(eight):
     return float(np.mean(vals)), float(np.std(vals, ddof=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
 def test_ancestral_sampling_with_the_exact_oracle_reproduces_eight_gaussians(eight, sw2_floor, variance):
     # T = 200 linear schedule with betas 5e-4 .. 0.1 (DDPM's 1e-4 .. 0.02 scaled by 1000 / 200;

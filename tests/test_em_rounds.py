@@ -144,6 +144,7 @@ def test_training_ends_by_choosing_the_imputation_method(table, whole):
     assert record["method"] == min(record["rmse"], key=record["rmse"].get)
 
 
+@pytest.mark.slow
 def test_the_end_names_the_fills(table, tmp_path, capsys):
     path = table[0]
     code = main(["train", "--data", path, "--out", str(tmp_path / "r"), "--holdout", "0.25", "--steps", "3000",

@@ -129,6 +129,7 @@ def test_a_schema_naming_unknown_columns_or_kinds_is_refused(tmp_path, capsys, c
     assert data.read_bytes() == before and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_elbo_of_a_table_evaluates_its_complete_held_out_rows_and_says_what_its_density_covers(tmp_path, capsys):
     data = write_table(tmp_path / "gaps.csv", gaps=0.05)
     run = train(tmp_path, data, "--holdout", "0.25", steps=50)
