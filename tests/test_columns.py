@@ -11,6 +11,7 @@ import scipy.special
 import scipy.stats
 import torch
 
+from gaussdiff.cli.common import table_note
 from gaussdiff.columns import EPS, TIE_WIDEN, ColumnSpec, Table, check_spec, constant_code
 from gaussdiff.errors import InputError
 from gaussdiff.transforms import TRANSFORMS, transform_from_dict
@@ -184,6 +185,22 @@ def test_quantile_map_of_rounded_values_decodes_onto_them():
     steps -= TIE_WIDEN * s * ((counts[0] > 1) + (counts[-1] > 1))  # the ends: no p below 0 or above 1
     assert np.isin(decoded, values).mean() == pytest.approx(steps, abs=4 * math.sqrt(0.25 / m))
     assert scipy.stats.ks_2samp(decoded, v).statistic < 1.63 * math.sqrt(1 / m + 1 / len(v))
+
+
+def test_a_quantile_column_with_repeated_values_is_left_out_of_the_density():
+    """A repeated value is a point mass, with no density in the data's units: a quantile column with one is left out
+    of log_abs_det_jacobian, which is then the standardized column's -log(population sd) alone, and the note that
+    elbo and nll print names it; the same column without ties stays in."""
+    rng = np.random.default_rng(9)
+    x = np.column_stack([np.round(rng.normal(size=200), 1), rng.normal(size=200)])
+    specs = [ColumnSpec("r", "continuous", transform="quantile"), ColumnSpec("c", "continuous")]
+    t = Table.fit(x, specs)
+    assert t.density_columns == ["c"]
+    np.testing.assert_allclose(t.log_abs_det_jacobian(x).numpy(), np.full(200, -np.log(x[:, 1].std())), rtol=1e-12)
+    assert "columns r repeat values" in table_note(t) and "excluded from the data-unit density" in table_note(t)
+    untied = np.column_stack([rng.normal(size=200), x[:, 1]])
+    assert Table.fit(untied, specs).density_columns == ["r", "c"]
+    assert "repeat values" not in table_note(Table.fit(untied, specs))
 
 
 def test_categorical_entries_are_plus_minus_one_and_decode_by_argmax(table):

@@ -265,7 +265,8 @@ class _Quantile(_Column):
     the inverse is flat there, so u keeps about its share of the rows as a point mass (rounded measurements, computed
     values on a grid, zero-inflated columns) instead of spreading onto the ramps beside it; u itself maps to the middle
     of its mass, Phi^-1((p_lo + p_hi) / 2). Between two repeated values a ramp of (1 - 2 w) s is left, so the map
-    stays invertible and its slope finite."""
+    stays invertible and its slope finite. A repeated value is a point mass, which has no density in the data's
+    units: a column with one is left out of the density (``density``), as a categorical column is."""
 
     fitted = ("knots", "scores", "std")
 
@@ -280,6 +281,11 @@ class _Quantile(_Column):
         tied[1:] = self.knots[1:] == self.knots[:-1]
         p = torch.special.ndtr(self.scores)
         self.tied, self.middles = tied, torch.special.ndtri((p + p.roll(1)) / 2)  # used where tied: k >= 1
+
+    @property
+    def density(self) -> bool:
+        """False for a column with a repeated value (a point mass); True otherwise."""
+        return not bool(self.tied.any())
 
     @staticmethod
     def _floats(values) -> torch.Tensor | None:

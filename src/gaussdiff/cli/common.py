@@ -135,6 +135,10 @@ def table_note(table) -> str | None:
     if kinds["integer"]:
         lines.append(f"integer columns {', '.join(kinds['integer'])} enter dequantized (k + u - 1/2, u ~ U[0, 1)): a "
                      "lower bound on their probability")
+    masses = [c.spec.name for c in table.columns if c.spec.kind == "continuous" and not c.density]
+    if masses:
+        lines.append(f"columns {', '.join(masses)} repeat values (point masses, steps of their quantile map): they are "
+                     "excluded from the data-unit density and count in model units")
     if kinds["categorical"]:
         lines.append(f"categorical columns {', '.join(kinds['categorical'])} are excluded from the data-unit density: "
                      "their one-hot entries (+-1) count in model units")
