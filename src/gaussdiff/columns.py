@@ -320,10 +320,11 @@ class _Quantile(_Column):
         return cls(spec, q[first | last].tolist(), z[first | last].tolist(), float(v.std()))
 
     def forward(self, x):
-        y = _piecewise_linear(x, self.knots.to(x.device), self.scores.to(x.device), 1 / self.std)[0]
-        k = torch.searchsorted(self.knots.to(x.device), x.detach().contiguous(), right=True) - 1
-        at_tie = (k >= 1) & (x == self.knots.to(x.device)[k.clamp(min=0)]) & self.tied.to(x.device)[k.clamp(min=0)]
-        return torch.where(at_tie, self.middles.to(x.device)[k.clamp(min=0)], y)[:, None]
+        knots = self.knots.to(x.device)
+        y = _piecewise_linear(x, knots, self.scores.to(x.device), 1 / self.std)[0]
+        k = (torch.searchsorted(knots, x.detach().contiguous(), right=True) - 1).clamp(min=0)  # the last knot <= x
+        at_tie = (x == knots[k]) & self.tied.to(x.device)[k]  # tied[0] is False: x below every knot is no tie
+        return torch.where(at_tie, self.middles.to(x.device)[k], y)[:, None]
 
     def inverse(self, y):
         return _piecewise_linear(y[:, 0], self.scores.to(y.device), self.knots.to(y.device), self.std)[0]
