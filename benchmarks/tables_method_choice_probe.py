@@ -41,5 +41,6 @@ def main() -> None:
             bench.probe_row(args.out, prov, dict(table=name, seed=seed, heldout_rows=len(held), cells=record["cells"],
                                                  draws=args.draws, **record["rmse"], coverage=record["coverage"]))
 
+
 if __name__ == "__main__":
     main()

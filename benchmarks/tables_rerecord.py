@@ -54,5 +54,6 @@ def main() -> None:
                        q90={m: conformal_quantile(z, 0.9) for m, z in record["scores"].items()})
             bench.probe_row(args.out, prov, row)
 
+
 if __name__ == "__main__":
     main()

@@ -281,11 +281,7 @@ class _Quantile(_Column):
         tied[1:] = self.knots[1:] == self.knots[:-1]
         p = torch.special.ndtr(self.scores)
         self.tied, self.middles = tied, torch.special.ndtri((p + p.roll(1)) / 2)  # used where tied: k >= 1
-
-    @property
-    def density(self) -> bool:
-        """False for a column with a repeated value (a point mass); True otherwise."""
-        return not bool(self.tied.any())
+        self.density = not bool(tied.any())  # a repeated value is a point mass: no density in the data's units
 
     @staticmethod
     def _floats(values) -> torch.Tensor | None:

@@ -17,7 +17,6 @@ where a whole one does.
 
 from __future__ import annotations
 
-
 import torch
 
 from ..data import Dataset

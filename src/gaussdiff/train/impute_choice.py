@@ -26,9 +26,9 @@ from ..samplers import DEFAULT_SAMPLER
 from ..saved import SavedModel
 from ..sampling import plan
 
-METHODS = ("replace_xt", "repaint")  # the candidates; the first wins a tie (100 network calls a draw, not 2,410)
+METHODS = ("replace_xt", "repaint")  # the candidates; the first wins a tie (100 network calls a draw, not 910)
 CELLS = 500  # hidden cells at most: the check of breast cancer's 500 took 37 s on 2 cores (wine's 186: 10 s)
-MAX_CELLS = 100_000  # each costs DRAWS x (100 + 2,410) network calls (x_t replacement, RePaint)
+MAX_CELLS = 100_000  # each costs DRAWS x (100 + 910) network calls (x_t replacement, RePaint)
 DRAWS = 10
 LEVEL = 0.9
 MAX_SCORE = 1e6  # a score standing for infinity (JSON has none): a cell the draws never vary in
